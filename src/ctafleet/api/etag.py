@@ -1,0 +1,36 @@
+"""ETag / If-Match optimistic concurrency: the ETag is the row's version."""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Header, Response
+
+from ctafleet.api.problems import Problem
+
+_TAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
+
+
+def etag(version: int) -> str:
+    return f'"v{version}"'
+
+
+def set_etag(response: Response, version: int) -> None:
+    response.headers["ETag"] = etag(version)
+
+
+def if_match_version(
+    if_match: str | None = Header(
+        None,
+        alias="If-Match",
+        max_length=200,
+        description='ETag from a previous read (`"v3"`); a stale one answers 412.',
+    ),
+) -> int | None:
+    """The version the client last saw, None when it sent no If-Match (or `*`)."""
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _TAG.match(if_match.strip())
+    if match is None:
+        raise Problem(412, "precondition-failed", "If-Match does not hold an ETag of this object")
+    return int(match.group(1))

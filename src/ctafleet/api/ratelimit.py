@@ -1,0 +1,53 @@
+"""Rate limits with the `limits` library: Redis-backed across replicas, in-memory otherwise."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from ctafleet.api.problems import Problem
+
+
+class RateLimiter:
+    def __init__(self, redis_url: str = "", key_prefix: str = "ctafleet-rl") -> None:
+        self.backend = "redis" if redis_url else "memory"
+        storage: Storage
+        if redis_url:
+            storage = RedisStorage(
+                "async+" + redis_url, implementation="redispy", key_prefix=key_prefix
+            )
+        else:
+            storage = MemoryStorage()
+        self.storage = storage
+        self.strategy = SlidingWindowCounterRateLimiter(storage)
+        self._parsed: dict[str, RateLimitItem] = {}
+
+    def _item(self, limit: str) -> RateLimitItem:
+        item = self._parsed.get(limit)
+        if item is None:
+            item = self._parsed[limit] = parse(limit)
+        return item
+
+    async def hit(self, limit: str, *identifiers: str) -> None:
+        """Counts one request; raises a 429 problem with Retry-After when over the limit."""
+        item = self._item(limit)
+        if await self.strategy.hit(item, *identifiers):
+            return
+        stats = await self.strategy.get_window_stats(item, *identifiers)
+        retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        raise Problem(
+            429,
+            "rate-limited",
+            f"rate limit of {limit} exceeded; retry after {retry_after} s",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+    async def reset(self) -> None:
+        await self.storage.reset()
+
+    async def check(self) -> bool:
+        return bool(await self.storage.check())

@@ -1,0 +1,24 @@
+"""Request ids: accepted from `X-Request-ID` when well-formed, generated otherwise."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from contextvars import ContextVar
+
+_request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
+_VALID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+
+
+def current_request_id() -> str | None:
+    return _request_id.get()
+
+
+def new_request_id(incoming: str | None) -> str:
+    if incoming and _VALID.match(incoming):
+        return incoming
+    return uuid.uuid4().hex
+
+
+def set_request_id(value: str | None) -> object:
+    return _request_id.set(value)

@@ -1,0 +1,84 @@
+"""Access tokens (JWT, HS256 only) and opaque secrets stored as SHA-256 digests."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import jwt
+
+from ctafleet.config import AuthSettings
+
+ALGORITHMS = ["HS256"]  # explicit allow-list: never trust the token's own `alg`
+
+
+@dataclass(frozen=True)
+class AccessClaims:
+    user_id: uuid.UUID
+    tenant_id: uuid.UUID
+    session_id: uuid.UUID
+    role: str
+    mfa_pending: bool
+
+
+class InvalidToken(Exception):
+    pass
+
+
+def issue_access_token(
+    settings: AuthSettings, claims: AccessClaims, now: datetime
+) -> tuple[str, int]:
+    ttl = settings.access_token_ttl_s
+    payload: dict[str, Any] = {
+        "iss": settings.issuer,
+        "aud": settings.audience,
+        "sub": str(claims.user_id),
+        "tid": str(claims.tenant_id),
+        "sid": str(claims.session_id),
+        "role": claims.role,
+        "iat": int(now.timestamp()),
+        "nbf": int(now.timestamp()),
+        "exp": int((now + timedelta(seconds=ttl)).timestamp()),
+        "jti": secrets.token_hex(8),
+    }
+    if claims.mfa_pending:
+        payload["mfa_pending"] = True
+    token = jwt.encode(payload, settings.secret_key.get_secret_value(), algorithm=ALGORITHMS[0])
+    return token, ttl
+
+
+def decode_access_token(settings: AuthSettings, token: str, now: datetime) -> AccessClaims:
+    try:
+        payload = jwt.decode(
+            token,
+            settings.secret_key.get_secret_value(),
+            algorithms=ALGORITHMS,
+            audience=settings.audience,
+            issuer=settings.issuer,
+            options={"require": ["exp", "iat", "iss", "aud", "sub", "tid", "sid"]},
+        )
+        if payload["exp"] <= now.timestamp():
+            raise InvalidToken("token expired")
+        return AccessClaims(
+            user_id=uuid.UUID(payload["sub"]),
+            tenant_id=uuid.UUID(payload["tid"]),
+            session_id=uuid.UUID(payload["sid"]),
+            role=str(payload.get("role", "")),
+            mfa_pending=bool(payload.get("mfa_pending", False)),
+        )
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
+        raise InvalidToken(str(exc)) from exc
+
+
+def new_secret(prefix: str) -> str:
+    """A 256-bit random secret; the prefix tells a leaked one apart in scanners and logs."""
+    return f"{prefix}_{secrets.token_urlsafe(32)}"
+
+
+def digest(secret: str) -> str:
+    # High-entropy secrets need no slow hash: SHA-256 keeps lookups by digest O(1).
+    return hashlib.sha256(secret.encode()).hexdigest()

@@ -1,0 +1,301 @@
+"""The `ctafleet` command."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+
+from ctafleet import __version__
+
+app = typer.Typer(help="CTAFleet: fleet management platform.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+db_app = typer.Typer(help="Database schema: upgrade, current revision, drift check.",
+                     no_args_is_help=True)
+tenants_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
+users_app = typer.Typer(help="Users of a tenant.", no_args_is_help=True)
+config_app = typer.Typer(help="Settings: validate, generate the reference.", no_args_is_help=True)
+permissions_app = typer.Typer(help="Roles and permissions.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(tenants_app, name="tenants")
+app.add_typer(users_app, name="users")
+app.add_typer(config_app, name="config")
+app.add_typer(permissions_app, name="permissions")
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code)
+
+
+def _settings(env_file: Path | None = None, **overrides: Any) -> Any:
+    from ctafleet.config import format_validation_error, load_settings
+
+    try:
+        return load_settings(env_file, **overrides)
+    except ValidationError as exc:
+        for line in format_validation_error(exc):
+            typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@app.callback()
+def main(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(__version__)
+        raise typer.Exit(0)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    proxy_headers: Annotated[bool, typer.Option(
+        help="Trust X-Forwarded-* from --forwarded-allow-ips (behind a reverse proxy).")] = False,
+    forwarded_allow_ips: Annotated[str, typer.Option(help="Proxies trusted for X-Forwarded-*.")]
+    = "127.0.0.1",
+) -> None:
+    """Run the API and web UI (ASGI, uvicorn)."""
+    import uvicorn
+
+    from ctafleet.app import create_app
+
+    settings = _settings()
+    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=proxy_headers,
+                forwarded_allow_ips=forwarded_allow_ips, log_config=None, server_header=False)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
+    vehicles: Annotated[int, typer.Option(help="Vehicles in the demo fleet.", min=1, max=5000)] = 50,
+    no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and exit.")] = False,
+) -> None:
+    """Everything on the embedded default: migrate, seed a demo tenant, serve."""
+    from ctafleet.clock import SystemClock
+    from ctafleet.db.engine import Database
+    from ctafleet.db.migrate import upgrade
+    from ctafleet.demo import demo_secret_key, seed
+
+    settings = _settings()
+    if not os.environ.get("CTAFLEET_AUTH__SECRET_KEY"):
+        os.environ["CTAFLEET_AUTH__SECRET_KEY"] = demo_secret_key(settings.data_dir)
+        settings = _settings()
+
+    async def setup() -> dict[str, Any]:
+        await upgrade(settings.database_admin_url)
+        db = Database(settings.database_url, settings)
+        try:
+            return await seed(db, settings, SystemClock(), vehicles=vehicles)
+        finally:
+            await db.dispose()
+
+    creds = asyncio.run(setup())
+    url = f"http://{host}:{port}"
+    typer.echo("")
+    typer.echo(f"CTAFleet demo: {url}  (API docs: {url}/api/docs)")
+    typer.echo(f"Data directory: {settings.data_dir.resolve()}")
+    typer.echo("Demo users (tenant 'demo'):")
+    for user in creds.get("users", []):
+        typer.echo(f"  {user['role']:<14} {user['email']:<34} {user['password']}")
+    typer.echo("")
+    if no_serve:
+        return
+    import uvicorn
+
+    from ctafleet.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, server_header=False)
+
+
+# --- db ----------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    revision: Annotated[str, typer.Argument(help="Target revision.")] = "head",
+) -> None:
+    """Migrate the database (as the table owner) and grant the application role."""
+    from ctafleet.db.migrate import upgrade
+
+    settings = _settings()
+    try:
+        rev = asyncio.run(upgrade(settings.database_admin_url, revision, settings.database.app_role))
+    except Exception as exc:  # noqa: BLE001 - any failure is a CLI error with its message
+        raise _fail(f"migration failed: {type(exc).__name__}: {exc}") from None
+    typer.echo(f"database at revision {rev}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the database's revision and the code's head."""
+    from ctafleet.db.migrate import head_revision, revision_of
+
+    settings = _settings()
+    rev = asyncio.run(revision_of(settings.database_admin_url))
+    head = head_revision()
+    typer.echo(f"current: {rev or '(empty database)'}\nhead:    {head}")
+
+
+@db_app.command("check")
+def db_check() -> None:
+    """Fail unless the database is at head and matches the models (no drift)."""
+    from ctafleet.db.migrate import drift, head_revision, revision_of
+
+    settings = _settings()
+    url = settings.database_admin_url
+    rev, head = asyncio.run(revision_of(url)), head_revision()
+    if rev != head:
+        raise _fail(f"database at {rev or 'nothing'}, code at {head}: run `ctafleet db upgrade`")
+    diffs = asyncio.run(drift(url))
+    if diffs:
+        for d in diffs:
+            typer.echo(f"  drift: {d}", err=True)
+        raise _fail("the database schema differs from the models")
+    typer.echo(f"ok: revision {rev}, no drift")
+
+
+# --- tenants and users -------------------------------------------------------------------
+
+
+@tenants_app.command("create")
+def tenants_create(
+    slug: Annotated[str, typer.Argument(help="Short unique name: lowercase letters, digits, dashes.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    units: Annotated[str, typer.Option(help="metric or imperial.")] = "metric",
+    timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
+    currency: Annotated[str, typer.Option(help="ISO 4217 code.")] = "USD",
+) -> None:
+    """Create an organisation."""
+    from ctafleet.db.engine import Database
+    from ctafleet.tenants.service import create_tenant
+
+    settings = _settings()
+
+    async def run() -> Any:
+        db = Database(settings.database_url, settings)
+        try:
+            async with db.system_session() as session:
+                return await create_tenant(session, slug=slug, name=name or slug,
+                                           display_units=units, timezone=timezone,
+                                           currency=currency)
+        finally:
+            await db.dispose()
+
+    try:
+        tenant = asyncio.run(run())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"created tenant {tenant.slug} ({tenant.id})")
+
+
+def _read_password() -> str:
+    env = os.environ.get("CTAFLEET_PASSWORD")
+    if env:
+        return env
+    if sys.stdin.isatty():
+        first = typer.prompt("Password", hide_input=True)
+        if typer.prompt("Repeat", hide_input=True) != first:
+            raise _fail("the passwords differ")
+        return str(first)
+    line = sys.stdin.readline().rstrip("\n")
+    if not line:
+        raise _fail("no password: pipe it on stdin or set CTAFLEET_PASSWORD")
+    return line
+
+
+@users_app.command("create")
+def users_create(
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    email: Annotated[str, typer.Option(help="Login e-mail.")],
+    role: Annotated[str, typer.Option(help="admin, fleet_manager, dispatcher, mechanic, driver, "
+                                           "viewer or auditor.")],
+    name: Annotated[str, typer.Option(help="Full name.")] = "",
+) -> None:
+    """Create a user. The password comes from stdin or CTAFLEET_PASSWORD, never an argument."""
+    from sqlalchemy import select
+
+    from ctafleet.api.problems import Problem
+    from ctafleet.auth.deps import Actor
+    from ctafleet.auth.schemas import UserCreate
+    from ctafleet.auth.service import create_user
+    from ctafleet.db.engine import Database
+    from ctafleet.tenants.models import Tenant
+
+    settings = _settings()
+    password = _read_password()
+    try:
+        data = UserCreate(email=email, role=role, full_name=name, password=password)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
+                              for e in exc.errors())) from None
+
+    async def run() -> Any:
+        db = Database(settings.database_url, settings)
+        try:
+            async with db.system_session() as session:
+                found = (await session.scalars(select(Tenant).where(Tenant.slug == tenant))).first()
+            if found is None:
+                raise _fail(f"no tenant {tenant!r}")
+            async with db.tenant_session(found.id) as session:
+                actor = Actor(tenant_id=found.id, user_id=None, role="system")
+                return await create_user(session, actor, settings, data)
+        finally:
+            await db.dispose()
+
+    try:
+        user = asyncio.run(run())
+    except Problem as exc:
+        raise _fail(exc.detail or exc.title) from None
+    typer.echo(f"created user {user.email} ({user.role}) in {tenant}")
+
+
+# --- config and docs ---------------------------------------------------------------------
+
+
+@config_app.command("check")
+def config_check(
+    env_file: Annotated[Path | None, typer.Option(
+        help="A .env file to validate (with the environment).", exists=True, dir_okay=False)] = None,
+) -> None:
+    """Validate the settings; list every problem at once."""
+    settings = _settings(env_file)
+    typer.echo(f"ok: environment={settings.environment.value}, database="
+               f"{'PostgreSQL' if 'postgresql' in settings.database_url else 'SQLite'}, "
+               f"redis={'on' if settings.redis.url else 'off'}")
+
+
+@config_app.command("docs")
+def config_docs(
+    root: Annotated[Path, typer.Option(help="Project root to write into.")] = Path("."),
+) -> None:
+    """Write docs/configuration.md and .env.example from the settings model."""
+    from ctafleet.config_docs import write
+
+    for path in write(root):
+        typer.echo(f"wrote {path}")
+
+
+@permissions_app.command("docs")
+def permissions_docs(
+    root: Annotated[Path, typer.Option(help="Project root to write into.")] = Path("."),
+) -> None:
+    """Write docs/permissions.md from the permission matrix."""
+    from ctafleet.auth.permissions import render_markdown
+
+    path = root / "docs" / "permissions.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_markdown())
+    typer.echo(f"wrote {path}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

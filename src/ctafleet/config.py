@@ -1,0 +1,243 @@
+"""Settings: one validated object, read from `CTAFLEET_*` variables (nested with `__`).
+
+`docs/configuration.md` and `.env.example` are generated from this module by
+`ctafleet config docs`; edit the field descriptions here, never the generated files.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_SECRET_KEY = "change-me-development-only-secret-key"  # noqa: S105 - the sentinel refused in production
+MIN_SECRET_BYTES = 32
+
+
+class Environment(StrEnum):
+    development = "development"
+    test = "test"
+    production = "production"
+
+
+class DatabaseSettings(BaseModel):
+    url: str = Field(
+        "",
+        description="SQLAlchemy URL the application connects with. Empty: a SQLite file in the "
+        "data directory. PostgreSQL: `postgresql+asyncpg://ctafleet_app@db:5432/ctafleet` "
+        "(a role without BYPASSRLS, so row-level security applies).",
+    )
+    admin_url: str = Field(
+        "",
+        description="URL used by `ctafleet db upgrade` (the table owner). Empty: same as `url`.",
+    )
+    app_role: str = Field(
+        "",
+        description="PostgreSQL role the application connects as; `db upgrade` grants it DML on "
+        "every table (audit events: insert and select only). Empty: no grants are made.",
+        pattern=r"^$|^[a-z_][a-z0-9_]{0,62}$",
+    )
+    pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process.")
+    max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
+    echo: bool = Field(False, description="Log every SQL statement (development only).")
+
+
+class RedisSettings(BaseModel):
+    url: str = Field(
+        "",
+        description="Redis URL (`redis://host:6379/0`). Empty: in-process queue, cache and rate "
+        "limits (one process only).",
+    )
+
+
+class AuthSettings(BaseModel):
+    secret_key: SecretStr = Field(
+        SecretStr(DEFAULT_SECRET_KEY),
+        description="HMAC key that signs access tokens; at least 32 bytes in production. "
+        "Generate with `python -c 'import secrets; print(secrets.token_urlsafe(48))'`.",
+    )
+    issuer: str = Field("ctafleet", description="`iss` claim of access tokens.")
+    audience: str = Field("ctafleet-api", description="`aud` claim of access tokens.")
+    access_token_ttl_s: int = Field(900, ge=60, le=86400, description="Access token lifetime.")
+    refresh_token_ttl_s: int = Field(
+        30 * 86400, ge=3600, le=365 * 86400, description="Refresh token lifetime."
+    )
+    login_rate_limit: str = Field(
+        "100/15 minutes",
+        description="Limit per client IP on login, refresh and MFA endpoints "
+        "(`limits` notation: `N/period`).",
+    )
+    api_rate_limit: str = Field(
+        "1200/minute", description="Limit per authenticated user on every other API route."
+    )
+    min_password_length: int = Field(12, ge=12, le=128, description="Minimum password length.")
+
+
+class TelemetrySettings(BaseModel):
+    max_batch_points: int = Field(
+        1000, ge=1, le=100000, description="Most positions accepted in one ingest request."
+    )
+
+
+class StorageSettings(BaseModel):
+    backend: str = Field(
+        "local", pattern="^(local|azure)$", description="Object storage: `local` or `azure`."
+    )
+    local_path: str = Field(
+        "", description="Directory for local object storage. Empty: `<data dir>/objects`."
+    )
+    azure_connection_string: SecretStr = Field(
+        SecretStr(""), description="Azure Blob Storage connection string."
+    )
+    azure_container: str = Field("ctafleet", description="Azure Blob container.")
+
+
+class NotificationSettings(BaseModel):
+    smtp_url: str = Field("", description="SMTP URL for e-mail (`smtp://user@host:587`).")
+    email_from: str = Field("ctafleet@localhost", description="Sender address of e-mail.")
+
+
+class ObservabilitySettings(BaseModel):
+    log_level: str = Field(
+        "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Lowest level logged."
+    )
+    log_json: bool = Field(True, description="JSON log lines (false: human-readable console).")
+    traces_enabled: bool = Field(False, description="Export OpenTelemetry traces.")
+    otlp_endpoint: str = Field("", description="OTLP endpoint for traces.")
+    trace_sample_ratio: float = Field(0.1, ge=0, le=1, description="Share of traces sampled.")
+
+
+class BackupSettings(BaseModel):
+    retention_days: int = Field(30, ge=1, le=3650, description="Days logical backups are kept.")
+    age_recipient: str = Field(
+        "", description="Public key backups are encrypted to; the private key is held elsewhere."
+    )
+
+
+class HttpSettings(BaseModel):
+    cors_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (JSON list). Empty: no cross-origin access.",
+    )
+    cors_allow_credentials: bool = Field(False, description="Allow cookies/credentials in CORS.")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=100 * 1_048_576, description="Largest request body accepted."
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=lambda: ["*"], description="Host header allow-list (JSON list)."
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CTAFLEET_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    environment: Environment = Field(
+        Environment.development, description="`development`, `test` or `production`."
+    )
+    debug: bool = Field(False, description="Tracebacks in error responses; refused in production.")
+    data_dir: Path = Field(
+        Path("data"), description="Where the embedded default keeps its files (SQLite, objects)."
+    )
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="URL users reach the system at (links, e-mails)."
+    )
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
+    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)  # type: ignore[arg-type]
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
+    backup: BackupSettings = Field(default_factory=BackupSettings)  # type: ignore[arg-type]
+
+    @field_validator("public_url")
+    @classmethod
+    def _url_scheme(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _production_safety(self) -> Settings:
+        problems = production_problems(self)
+        if problems:
+            raise ValueError("unsafe production settings:\n  " + "\n  ".join(problems))
+        return self
+
+    @property
+    def database_url(self) -> str:
+        if self.database.url:
+            return self.database.url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'ctafleet.db').resolve()}"
+
+    @property
+    def database_admin_url(self) -> str:
+        return self.database.admin_url or self.database_url
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Each unsafe setting, named by the variable that fixes it."""
+    if settings.environment is not Environment.production:
+        return []
+    problems: list[str] = []
+    key = settings.auth.secret_key.get_secret_value()
+    if not key or key == DEFAULT_SECRET_KEY:
+        problems.append(
+            "CTAFLEET_AUTH__SECRET_KEY is missing or the development default; set a random "
+            "value of at least 32 bytes"
+        )
+    elif len(key.encode()) < MIN_SECRET_BYTES:
+        problems.append(
+            f"CTAFLEET_AUTH__SECRET_KEY is {len(key.encode())} bytes; use at least "
+            f"{MIN_SECRET_BYTES}"
+        )
+    if settings.debug:
+        problems.append("CTAFLEET_DEBUG must be false in production")
+    if "*" in settings.http.cors_origins and settings.http.cors_allow_credentials:
+        problems.append(
+            "CTAFLEET_HTTP__CORS_ORIGINS contains '*' while CTAFLEET_HTTP__CORS_ALLOW_CREDENTIALS "
+            "is true; list the allowed origins explicitly"
+        )
+    if not settings.database.url:
+        problems.append(
+            "CTAFLEET_DATABASE__URL is empty (embedded SQLite); set a PostgreSQL URL in production"
+        )
+    return problems
+
+
+def format_validation_error(exc: ValidationError) -> list[str]:
+    """One readable line per problem, naming the environment variable."""
+    lines: list[str] = []
+    for err in exc.errors():
+        loc = [str(p) for p in err["loc"]]
+        msg = str(err["msg"])
+        if not loc and msg.startswith("Value error, unsafe production settings:"):
+            lines.extend(
+                s.strip() for s in msg.split("\n")[1:] if s.strip()
+            )
+            continue
+        var = "CTAFLEET_" + "__".join(p.upper() for p in loc) if loc else "(settings)"
+        lines.append(f"{var}: {msg}")
+    return lines
+
+
+def load_settings(env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+    if env_file is not None:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    return Settings(**overrides)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return load_settings()

@@ -1,0 +1,88 @@
+"""Alembic, driven from code: upgrade, current revision, head, and the model/migration drift check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ctafleet.db import rls
+from ctafleet.db.engine import make_engine
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def _current(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as conn:
+        return await conn.run_sync(_current)
+
+
+async def _run(url: str, fn: Any, *args: Any) -> Any:
+    engine = make_engine(url)
+    try:
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn, *args)
+    finally:
+        await engine.dispose()
+
+
+def _upgrade(connection: Connection, revision: str, app_role: str) -> str | None:
+    command.upgrade(alembic_config(connection), revision)
+    if app_role and connection.dialect.name == "postgresql":
+        for statement in rls.grant_sql(app_role):
+            connection.execute(text(statement))
+    return _current(connection)
+
+
+async def upgrade(url: str, revision: str = "head", app_role: str = "") -> str | None:
+    return await _run(url, _upgrade, revision, app_role)  # type: ignore[no-any-return]
+
+
+def _downgrade(connection: Connection, revision: str) -> None:
+    command.downgrade(alembic_config(connection), revision)
+
+
+async def downgrade(url: str, revision: str) -> None:
+    await _run(url, _downgrade, revision)
+
+
+def _diffs(connection: Connection) -> list[Any]:
+    from alembic.autogenerate import compare_metadata
+
+    from ctafleet.db.models import Base
+
+    ctx = MigrationContext.configure(
+        connection, opts={"compare_type": True, "render_as_batch": True}
+    )
+    return list(compare_metadata(ctx, Base.metadata))
+
+
+async def drift(url: str) -> list[Any]:
+    """Differences between the models and a database migrated to head (empty: no drift)."""
+    return await _run(url, _diffs)  # type: ignore[no-any-return]
+
+
+async def revision_of(url: str) -> str | None:
+    return await _run(url, _current)  # type: ignore[no-any-return]

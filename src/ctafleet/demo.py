@@ -1,0 +1,147 @@
+"""The demo tenant: users of every role and a fleet of ~50 vehicles with drivers and devices."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import uuid
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from ctafleet.auth.deps import Actor
+from ctafleet.auth.permissions import Role
+from ctafleet.auth.schemas import UserCreate
+from ctafleet.auth.service import create_user
+from ctafleet.clock import Clock
+from ctafleet.config import Settings
+from ctafleet.db.engine import Database
+from ctafleet.fleet import service as fleet
+from ctafleet.fleet.schemas import AssignmentCreate, DeviceCreate, DriverCreate, VehicleCreate
+from ctafleet.fleet.vin import check_digit
+from ctafleet.tenants.models import Tenant
+from ctafleet.tenants.service import create_tenant
+
+DEMO_SLUG = "demo"
+DEMO_DOMAIN = "demo.example.org"
+CREDENTIALS_FILE = "demo-credentials.json"
+DEVICES_FILE = "demo-devices.json"
+
+_MODELS = [
+    ("Ford", "F-150", "pickup", "gasoline", 98.0), ("Ford", "Transit", "van", "gasoline", 95.0),
+    ("Chevrolet", "Silverado 2500", "pickup", "diesel", 136.0),
+    ("Ram", "ProMaster", "van", "gasoline", 91.0), ("Toyota", "Prius", "car", "hybrid", 43.0),
+    ("Chevrolet", "Bolt EV", "car", "electric", None),
+    ("Freightliner", "M2 106", "heavy_truck", "diesel", 378.0),
+    ("International", "HV607", "heavy_truck", "diesel", 265.0),
+    ("John Deere", "310L", "heavy_equipment", "diesel", 151.0),
+    ("Ford", "Explorer", "suv", "gasoline", 68.0),
+]
+_DEPARTMENTS = ["Public Works", "Parks", "Water", "Police", "Fire", "Sanitation", "Transit"]
+_FIRST = ["Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Avery",
+          "Quinn", "Drew", "Reese", "Rowan", "Skyler", "Emerson"]
+_LAST = ["Garcia", "Smith", "Johnson", "Lee", "Brown", "Nguyen", "Patel", "Kowalski", "Okafor",
+         "Martin", "Rossi", "Haddad", "Silva", "Novak", "Lindqvist"]
+_VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+
+
+def make_vin(rng: random.Random) -> str:
+    body = [rng.choice(_VIN_CHARS) for _ in range(17)]
+    body[8] = "0"
+    vin = "".join(body)
+    return vin[:8] + check_digit(vin) + vin[9:]
+
+
+def _write_private(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+
+
+def demo_secret_key(data_dir: Path) -> str:
+    """A per-installation signing key for the demo, so tokens are never signed with a known key."""
+    path = data_dir / ".secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+async def seed(db: Database, settings: Settings, clock: Clock, *, vehicles: int = 50,
+               seed_value: int = 7) -> dict[str, Any]:
+    """Creates the demo tenant once; returns the login credentials (read back on later runs)."""
+    cred_path = settings.data_dir / CREDENTIALS_FILE
+    async with db.system_session() as session:
+        existing = (await session.scalars(select(Tenant).where(Tenant.slug == DEMO_SLUG))).first()
+        if existing is not None:
+            if cred_path.exists():
+                return dict(json.loads(cred_path.read_text()))
+            return {"tenant": DEMO_SLUG, "users": []}
+        tenant = await create_tenant(session, slug=DEMO_SLUG, name="City of Demo Public Works",
+                                     display_units="imperial", timezone="America/Chicago",
+                                     currency="USD")
+    rng = random.Random(seed_value)  # noqa: S311 - demo data, not security
+    now = clock.now()
+    users: list[dict[str, str]] = []
+    async with db.tenant_session(tenant.id) as session:
+        system_actor = Actor(tenant_id=tenant.id, user_id=None, role="system")
+        created = {}
+        for role in Role:
+            password = secrets.token_urlsafe(12)
+            email = f"{role.value.replace('_', '.')}@{DEMO_DOMAIN}"
+            user = await create_user(
+                session, system_actor, settings,
+                UserCreate(email=email, full_name=f"Demo {role.value.replace('_', ' ').title()}",
+                           role=role.value, password=password),
+            )
+            created[role] = user
+            users.append({"role": role.value, "email": email, "password": password})
+        admin = created[Role.admin]
+        actor = Actor(tenant_id=tenant.id, user_id=admin.id, role=Role.admin.value)
+        device_creds = []
+        for i in range(vehicles):
+            make, model, vtype, fuel, tank = _MODELS[i % len(_MODELS)]
+            vehicle = await fleet.create_vehicle(session, actor, VehicleCreate(
+                unit_number=f"U-{100 + i}", vin=make_vin(rng), plate=f"DEM{1000 + i}",
+                plate_jurisdiction="US-IL", make=make, model=model,
+                year=rng.randint(2012, 2025), vehicle_type=vtype, fuel_type=fuel,
+                tank_capacity_l=tank, department=rng.choice(_DEPARTMENTS),
+                status="in_shop" if i % 17 == 5 else "active",
+                odometer_m=rng.randint(5_000, 250_000) * 1000,
+                engine_hours_s=rng.randint(200, 9000) * 3600,
+                purchase_date=date(2020, 1, 1) + timedelta(days=rng.randint(0, 1800)),
+                purchase_cost_minor=rng.randint(25_000, 180_000) * 100, purchase_currency="USD",
+                home_name="Central Yard", home_lat=41.8781 + rng.uniform(-0.05, 0.05),
+                home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
+            ))
+            driver = await fleet.create_driver(session, actor, DriverCreate(
+                first_name=rng.choice(_FIRST), last_name=rng.choice(_LAST),
+                employee_number=f"E{5000 + i}", licence_number=f"D{rng.randint(10**8, 10**9 - 1)}",
+                licence_class="CDL-B" if vtype == "heavy_truck" else "D",
+                licence_jurisdiction="US-IL",
+                licence_expiry=date.today() + timedelta(days=rng.randint(-20, 1500)),
+                user_id=created[Role.driver].id if i == 0 else None,
+            ))
+            await fleet.create_assignment(session, actor, AssignmentCreate(
+                vehicle_id=vehicle.id, driver_id=driver.id,
+                starts_at=now - timedelta(days=rng.randint(1, 90)),
+            ))
+            device, credential = await fleet.create_device(session, actor, DeviceCreate(
+                unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                name=f"Tracker {vehicle.unit_number}", protocol="osmand", vehicle_id=vehicle.id,
+            ), now)
+            device_creds.append({"unique_id": device.unique_id, "credential": credential,
+                                 "vehicle_id": str(vehicle.id)})
+    result = {"tenant": DEMO_SLUG, "users": users}
+    _write_private(cred_path, result)
+    _write_private(settings.data_dir / DEVICES_FILE, device_creds)
+    return result

@@ -1,0 +1,85 @@
+"""Liveness, readiness and the detailed health report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import JSONResponse
+
+from ctafleet import __version__
+from ctafleet.api.state import AppState
+from ctafleet.auth.deps import PublicCtx, public
+from ctafleet.db.migrate import current_revision, head_revision
+
+router = APIRouter(tags=["health"])
+CHECK_TIMEOUT_S = 2.0
+
+
+async def _timed(coro: Any) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        detail = await asyncio.wait_for(coro, CHECK_TIMEOUT_S)
+        result: dict[str, Any] = {"status": "ok"}
+        if isinstance(detail, dict):
+            result.update(detail)
+    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+        result = {"status": "error", "error": type(exc).__name__}
+    result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
+    return result
+
+
+async def _database(state: AppState) -> dict[str, Any]:
+    await state.db.ping()
+    current = await current_revision(state.db.engine)
+    head = head_revision()
+    if current != head:
+        raise RuntimeError("migrations not at head")
+    return {"backend": state.db.dialect, "revision": current}
+
+
+async def _redis(state: AppState) -> dict[str, Any]:
+    await state.redis.ping()
+    return {}
+
+
+async def checks(state: AppState) -> dict[str, dict[str, Any]]:
+    results = {"database": _timed(_database(state))}
+    if state.redis is not None:
+        results["redis"] = _timed(_redis(state))
+    done = await asyncio.gather(*results.values())
+    return dict(zip(results, done, strict=True))
+
+
+@router.get("/healthz", summary="Liveness: the process answers (no dependencies)")
+async def healthz(_: PublicCtx = Depends(public())) -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: database (migrations at head) and Redis reachable")
+async def readyz(ctx: PublicCtx = Depends(public())) -> JSONResponse:
+    results = await checks(ctx.state)
+    ready = all(r["status"] == "ok" for r in results.values())
+    return JSONResponse(
+        {"status": "ready" if ready else "not_ready",
+         "checks": {k: v["status"] for k, v in results.items()}},
+        status_code=200 if ready else 503,
+    )
+
+
+@router.get("/api/health", summary="Version, uptime and each dependency's status and latency")
+async def health(ctx: PublicCtx = Depends(public())) -> JSONResponse:
+    results = await checks(ctx.state)
+    ok = all(r["status"] == "ok" for r in results.values())
+    return JSONResponse(
+        {
+            "status": "ok" if ok else "degraded",
+            "version": __version__,
+            "environment": ctx.state.settings.environment.value,
+            "uptime_s": round(time.monotonic() - ctx.state.started_monotonic, 1),
+            "dependencies": results,
+        },
+        status_code=200 if ok else 503,
+    )

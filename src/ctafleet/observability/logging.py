@@ -1,0 +1,99 @@
+"""Structured JSON logs to stdout; secrets are redacted before any line is written."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from ctafleet.config import Settings
+
+REDACTED = "[redacted]"
+_SECRET_KEYS = re.compile(
+    r"pass(word)?|secret|token|credential|authorization|api[_-]?key|cookie|totp|recovery", re.I
+)
+# Values that look like secrets wherever they appear: bearer tokens, JWTs, our prefixed secrets.
+_SECRET_VALUES = re.compile(
+    r"(Bearer\s+)[A-Za-z0-9._~+/-]+=*"
+    r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
+    r"|\b(ctr|ctd)_[A-Za-z0-9_-]{16,}"
+    r"|(://[^:/@\s]+:)[^@\s]+@"
+)
+
+
+def _scrub_text(text: str) -> str:
+    def repl(m: re.Match[str]) -> str:
+        if m.group(1):
+            return m.group(1) + REDACTED
+        if m.group(3):
+            return m.group(3) + REDACTED + "@"
+        return REDACTED
+
+    return _SECRET_VALUES.sub(repl, text)
+
+
+def _scrub(value: Any, depth: int = 0) -> Any:
+    if depth > 5:
+        return value
+    if isinstance(value, str):
+        return _scrub_text(value)
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1))
+            for k, v in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_scrub(v, depth + 1) for v in value]
+    return value
+
+
+def redact_secrets(
+    _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if key != "event" and _SECRET_KEYS.search(key):
+            event_dict[key] = REDACTED
+        else:
+            event_dict[key] = _scrub(event_dict[key])
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    level = getattr(logging, settings.observability.log_level)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        redact_secrets,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if settings.observability.log_json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=shared,
+    )
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level)
+    # uvicorn's own access log would duplicate ours and print raw query strings.
+    logging.getLogger("uvicorn.access").disabled = True
+    for name in ("uvicorn", "uvicorn.error"):
+        logging.getLogger(name).handlers = []
+        logging.getLogger(name).propagate = True
