@@ -13,10 +13,14 @@ from pydantic import ValidationError
 
 from ctafleet import __version__
 
-app = typer.Typer(help="CTAFleet: fleet management platform.", no_args_is_help=True,
-                  pretty_exceptions_enable=False)
-db_app = typer.Typer(help="Database schema: upgrade, current revision, drift check.",
-                     no_args_is_help=True)
+app = typer.Typer(
+    help="CTAFleet: fleet management platform.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(
+    help="Database schema: upgrade, current revision, drift check.", no_args_is_help=True
+)
 tenants_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 users_app = typer.Typer(help="Users of a tenant.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings: validate, generate the reference.", no_args_is_help=True)
@@ -57,10 +61,15 @@ def main(
 def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
-    proxy_headers: Annotated[bool, typer.Option(
-        help="Trust X-Forwarded-* from --forwarded-allow-ips (behind a reverse proxy).")] = False,
-    forwarded_allow_ips: Annotated[str, typer.Option(help="Proxies trusted for X-Forwarded-*.")]
-    = "127.0.0.1",
+    proxy_headers: Annotated[
+        bool,
+        typer.Option(
+            help="Trust X-Forwarded-* from --forwarded-allow-ips (behind a reverse proxy)."
+        ),
+    ] = False,
+    forwarded_allow_ips: Annotated[
+        str, typer.Option(help="Proxies trusted for X-Forwarded-*.")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the API and web UI (ASGI, uvicorn)."""
     import uvicorn
@@ -68,15 +77,24 @@ def serve(
     from ctafleet.app import create_app
 
     settings = _settings()
-    uvicorn.run(create_app(settings), host=host, port=port, proxy_headers=proxy_headers,
-                forwarded_allow_ips=forwarded_allow_ips, log_config=None, server_header=False)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        proxy_headers=proxy_headers,
+        forwarded_allow_ips=forwarded_allow_ips,
+        log_config=None,
+        server_header=False,
+    )
 
 
 @app.command()
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8000,
-    vehicles: Annotated[int, typer.Option(help="Vehicles in the demo fleet.", min=1, max=5000)] = 50,
+    vehicles: Annotated[
+        int, typer.Option(help="Vehicles in the demo fleet.", min=1, max=5000)
+    ] = 50,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and exit.")] = False,
 ) -> None:
     """Everything on the embedded default: migrate, seed a demo tenant, serve."""
@@ -128,8 +146,10 @@ def db_upgrade(
 
     settings = _settings()
     try:
-        rev = asyncio.run(upgrade(settings.database_admin_url, revision, settings.database.app_role))
-    except Exception as exc:  # noqa: BLE001 - any failure is a CLI error with its message
+        rev = asyncio.run(
+            upgrade(settings.database_admin_url, revision, settings.database.app_role)
+        )
+    except Exception as exc:
         raise _fail(f"migration failed: {type(exc).__name__}: {exc}") from None
     typer.echo(f"database at revision {rev}")
 
@@ -168,7 +188,9 @@ def db_check() -> None:
 
 @tenants_app.command("create")
 def tenants_create(
-    slug: Annotated[str, typer.Argument(help="Short unique name: lowercase letters, digits, dashes.")],
+    slug: Annotated[
+        str, typer.Argument(help="Short unique name: lowercase letters, digits, dashes.")
+    ],
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     units: Annotated[str, typer.Option(help="metric or imperial.")] = "metric",
     timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
@@ -184,9 +206,14 @@ def tenants_create(
         db = Database(settings.database_url, settings)
         try:
             async with db.system_session() as session:
-                return await create_tenant(session, slug=slug, name=name or slug,
-                                           display_units=units, timezone=timezone,
-                                           currency=currency)
+                return await create_tenant(
+                    session,
+                    slug=slug,
+                    name=name or slug,
+                    display_units=units,
+                    timezone=timezone,
+                    currency=currency,
+                )
         finally:
             await db.dispose()
 
@@ -216,8 +243,10 @@ def _read_password() -> str:
 def users_create(
     tenant: Annotated[str, typer.Option(help="Tenant slug.")],
     email: Annotated[str, typer.Option(help="Login e-mail.")],
-    role: Annotated[str, typer.Option(help="admin, fleet_manager, dispatcher, mechanic, driver, "
-                                           "viewer or auditor.")],
+    role: Annotated[
+        str,
+        typer.Option(help="admin, fleet_manager, dispatcher, mechanic, driver, viewer or auditor."),
+    ],
     name: Annotated[str, typer.Option(help="Full name.")] = "",
 ) -> None:
     """Create a user. The password comes from stdin or CTAFLEET_PASSWORD, never an argument."""
@@ -233,10 +262,11 @@ def users_create(
     settings = _settings()
     password = _read_password()
     try:
-        data = UserCreate(email=email, role=role, full_name=name, password=password)  # type: ignore[arg-type]
+        data = UserCreate(email=email, role=role, full_name=name, password=password)
     except ValidationError as exc:
-        raise _fail("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
-                              for e in exc.errors())) from None
+        raise _fail(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
 
     async def run() -> Any:
         db = Database(settings.database_url, settings)
@@ -263,14 +293,20 @@ def users_create(
 
 @config_app.command("check")
 def config_check(
-    env_file: Annotated[Path | None, typer.Option(
-        help="A .env file to validate (with the environment).", exists=True, dir_okay=False)] = None,
+    env_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A .env file to validate (with the environment).", exists=True, dir_okay=False
+        ),
+    ] = None,
 ) -> None:
     """Validate the settings; list every problem at once."""
     settings = _settings(env_file)
-    typer.echo(f"ok: environment={settings.environment.value}, database="
-               f"{'PostgreSQL' if 'postgresql' in settings.database_url else 'SQLite'}, "
-               f"redis={'on' if settings.redis.url else 'off'}")
+    typer.echo(
+        f"ok: environment={settings.environment.value}, database="
+        f"{'PostgreSQL' if 'postgresql' in settings.database_url else 'SQLite'}, "
+        f"redis={'on' if settings.redis.url else 'off'}"
+    )
 
 
 @config_app.command("docs")

@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -151,15 +150,15 @@ class Settings(BaseSettings):
     public_url: str = Field(
         "http://127.0.0.1:8000", description="URL users reach the system at (links, e-mails)."
     )
-    database: DatabaseSettings = Field(default_factory=DatabaseSettings)  # type: ignore[arg-type]
-    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
-    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
-    http: HttpSettings = Field(default_factory=HttpSettings)  # type: ignore[arg-type]
-    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)  # type: ignore[arg-type]
-    storage: StorageSettings = Field(default_factory=StorageSettings)  # type: ignore[arg-type]
-    notifications: NotificationSettings = Field(default_factory=NotificationSettings)  # type: ignore[arg-type]
-    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)  # type: ignore[arg-type]
-    backup: BackupSettings = Field(default_factory=BackupSettings)  # type: ignore[arg-type]
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
+    backup: BackupSettings = Field(default_factory=BackupSettings)
 
     @field_validator("public_url")
     @classmethod
@@ -223,18 +222,16 @@ def format_validation_error(exc: ValidationError) -> list[str]:
         loc = [str(p) for p in err["loc"]]
         msg = str(err["msg"])
         if not loc and msg.startswith("Value error, unsafe production settings:"):
-            lines.extend(
-                s.strip() for s in msg.split("\n")[1:] if s.strip()
-            )
+            lines.extend(s.strip() for s in msg.split("\n")[1:] if s.strip())
             continue
         var = "CTAFLEET_" + "__".join(p.upper() for p in loc) if loc else "(settings)"
         lines.append(f"{var}: {msg}")
     return lines
 
 
-def load_settings(env_file: str | os.PathLike[str] | None = None, **overrides: Any) -> Settings:
+def load_settings(env_file: Path | str | None = None, **overrides: Any) -> Settings:
     if env_file is not None:
-        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file, **overrides)
     return Settings(**overrides)
 
 

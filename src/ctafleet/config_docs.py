@@ -16,10 +16,8 @@ from ctafleet.config import Settings
 
 
 def _default(field: FieldInfo) -> Any:
-    if field.default_factory is not None:
-        value = field.default_factory()  # type: ignore[call-arg]
-    else:
-        value = field.default
+    factory = field.default_factory
+    value = factory() if factory is not None else field.default  # type: ignore[call-arg]
     return None if value is PydanticUndefined else value
 
 
@@ -77,12 +75,20 @@ def render_markdown() -> str:
     for grp, var, field, default in iter_fields():
         if grp != group:
             group = grp
-            out += ["", f"## {grp}", "", "| variable | type | default | description |",
-                    "|---|---|---|---|"]
+            out += [
+                "",
+                f"## {grp}",
+                "",
+                "| variable | type | default | description |",
+                "|---|---|---|---|",
+            ]
         desc = (field.description or "").replace("|", "\\|").replace("\n", " ")
         shown = _render(default).replace("|", "\\|")
-        out.append(f"| `{var}` | {_type_name(field)} | `{shown}` | {desc} |"
-                   if shown else f"| `{var}` | {_type_name(field)} | | {desc} |")
+        out.append(
+            f"| `{var}` | {_type_name(field)} | `{shown}` | {desc} |"
+            if shown
+            else f"| `{var}` | {_type_name(field)} | | {desc} |"
+        )
     out.append("")
     return "\n".join(out)
 

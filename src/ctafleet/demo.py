@@ -32,9 +32,11 @@ CREDENTIALS_FILE = "demo-credentials.json"
 DEVICES_FILE = "demo-devices.json"
 
 _MODELS = [
-    ("Ford", "F-150", "pickup", "gasoline", 98.0), ("Ford", "Transit", "van", "gasoline", 95.0),
+    ("Ford", "F-150", "pickup", "gasoline", 98.0),
+    ("Ford", "Transit", "van", "gasoline", 95.0),
     ("Chevrolet", "Silverado 2500", "pickup", "diesel", 136.0),
-    ("Ram", "ProMaster", "van", "gasoline", 91.0), ("Toyota", "Prius", "car", "hybrid", 43.0),
+    ("Ram", "ProMaster", "van", "gasoline", 91.0),
+    ("Toyota", "Prius", "car", "hybrid", 43.0),
     ("Chevrolet", "Bolt EV", "car", "electric", None),
     ("Freightliner", "M2 106", "heavy_truck", "diesel", 378.0),
     ("International", "HV607", "heavy_truck", "diesel", 265.0),
@@ -42,10 +44,40 @@ _MODELS = [
     ("Ford", "Explorer", "suv", "gasoline", 68.0),
 ]
 _DEPARTMENTS = ["Public Works", "Parks", "Water", "Police", "Fire", "Sanitation", "Transit"]
-_FIRST = ["Alex", "Sam", "Jordan", "Taylor", "Morgan", "Casey", "Riley", "Jamie", "Avery",
-          "Quinn", "Drew", "Reese", "Rowan", "Skyler", "Emerson"]
-_LAST = ["Garcia", "Smith", "Johnson", "Lee", "Brown", "Nguyen", "Patel", "Kowalski", "Okafor",
-         "Martin", "Rossi", "Haddad", "Silva", "Novak", "Lindqvist"]
+_FIRST = [
+    "Alex",
+    "Sam",
+    "Jordan",
+    "Taylor",
+    "Morgan",
+    "Casey",
+    "Riley",
+    "Jamie",
+    "Avery",
+    "Quinn",
+    "Drew",
+    "Reese",
+    "Rowan",
+    "Skyler",
+    "Emerson",
+]
+_LAST = [
+    "Garcia",
+    "Smith",
+    "Johnson",
+    "Lee",
+    "Brown",
+    "Nguyen",
+    "Patel",
+    "Kowalski",
+    "Okafor",
+    "Martin",
+    "Rossi",
+    "Haddad",
+    "Silva",
+    "Novak",
+    "Lindqvist",
+]
 _VIN_CHARS = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
 
 
@@ -76,8 +108,9 @@ def demo_secret_key(data_dir: Path) -> str:
     return key
 
 
-async def seed(db: Database, settings: Settings, clock: Clock, *, vehicles: int = 50,
-               seed_value: int = 7) -> dict[str, Any]:
+async def seed(
+    db: Database, settings: Settings, clock: Clock, *, vehicles: int = 50, seed_value: int = 7
+) -> dict[str, Any]:
     """Creates the demo tenant once; returns the login credentials (read back on later runs)."""
     cred_path = settings.data_dir / CREDENTIALS_FILE
     async with db.system_session() as session:
@@ -86,9 +119,14 @@ async def seed(db: Database, settings: Settings, clock: Clock, *, vehicles: int 
             if cred_path.exists():
                 return dict(json.loads(cred_path.read_text()))
             return {"tenant": DEMO_SLUG, "users": []}
-        tenant = await create_tenant(session, slug=DEMO_SLUG, name="City of Demo Public Works",
-                                     display_units="imperial", timezone="America/Chicago",
-                                     currency="USD")
+        tenant = await create_tenant(
+            session,
+            slug=DEMO_SLUG,
+            name="City of Demo Public Works",
+            display_units="imperial",
+            timezone="America/Chicago",
+            currency="USD",
+        )
     rng = random.Random(seed_value)  # noqa: S311 - demo data, not security
     now = clock.now()
     users: list[dict[str, str]] = []
@@ -99,9 +137,15 @@ async def seed(db: Database, settings: Settings, clock: Clock, *, vehicles: int 
             password = secrets.token_urlsafe(12)
             email = f"{role.value.replace('_', '.')}@{DEMO_DOMAIN}"
             user = await create_user(
-                session, system_actor, settings,
-                UserCreate(email=email, full_name=f"Demo {role.value.replace('_', ' ').title()}",
-                           role=role.value, password=password),
+                session,
+                system_actor,
+                settings,
+                UserCreate(
+                    email=email,
+                    full_name=f"Demo {role.value.replace('_', ' ').title()}",
+                    role=role.value,
+                    password=password,
+                ),
             )
             created[role] = user
             users.append({"role": role.value, "email": email, "password": password})
@@ -110,37 +154,73 @@ async def seed(db: Database, settings: Settings, clock: Clock, *, vehicles: int 
         device_creds = []
         for i in range(vehicles):
             make, model, vtype, fuel, tank = _MODELS[i % len(_MODELS)]
-            vehicle = await fleet.create_vehicle(session, actor, VehicleCreate(
-                unit_number=f"U-{100 + i}", vin=make_vin(rng), plate=f"DEM{1000 + i}",
-                plate_jurisdiction="US-IL", make=make, model=model,
-                year=rng.randint(2012, 2025), vehicle_type=vtype, fuel_type=fuel,
-                tank_capacity_l=tank, department=rng.choice(_DEPARTMENTS),
-                status="in_shop" if i % 17 == 5 else "active",
-                odometer_m=rng.randint(5_000, 250_000) * 1000,
-                engine_hours_s=rng.randint(200, 9000) * 3600,
-                purchase_date=date(2020, 1, 1) + timedelta(days=rng.randint(0, 1800)),
-                purchase_cost_minor=rng.randint(25_000, 180_000) * 100, purchase_currency="USD",
-                home_name="Central Yard", home_lat=41.8781 + rng.uniform(-0.05, 0.05),
-                home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
-            ))
-            driver = await fleet.create_driver(session, actor, DriverCreate(
-                first_name=rng.choice(_FIRST), last_name=rng.choice(_LAST),
-                employee_number=f"E{5000 + i}", licence_number=f"D{rng.randint(10**8, 10**9 - 1)}",
-                licence_class="CDL-B" if vtype == "heavy_truck" else "D",
-                licence_jurisdiction="US-IL",
-                licence_expiry=date.today() + timedelta(days=rng.randint(-20, 1500)),
-                user_id=created[Role.driver].id if i == 0 else None,
-            ))
-            await fleet.create_assignment(session, actor, AssignmentCreate(
-                vehicle_id=vehicle.id, driver_id=driver.id,
-                starts_at=now - timedelta(days=rng.randint(1, 90)),
-            ))
-            device, credential = await fleet.create_device(session, actor, DeviceCreate(
-                unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
-                name=f"Tracker {vehicle.unit_number}", protocol="osmand", vehicle_id=vehicle.id,
-            ), now)
-            device_creds.append({"unique_id": device.unique_id, "credential": credential,
-                                 "vehicle_id": str(vehicle.id)})
+            vehicle = await fleet.create_vehicle(
+                session,
+                actor,
+                VehicleCreate(
+                    unit_number=f"U-{100 + i}",
+                    vin=make_vin(rng),
+                    plate=f"DEM{1000 + i}",
+                    plate_jurisdiction="US-IL",
+                    make=make,
+                    model=model,
+                    year=rng.randint(2012, 2025),
+                    vehicle_type=vtype,
+                    fuel_type=fuel,
+                    tank_capacity_l=tank,
+                    department=rng.choice(_DEPARTMENTS),
+                    status="in_shop" if i % 17 == 5 else "active",
+                    odometer_m=rng.randint(5_000, 250_000) * 1000,
+                    engine_hours_s=rng.randint(200, 9000) * 3600,
+                    purchase_date=date(2020, 1, 1) + timedelta(days=rng.randint(0, 1800)),
+                    purchase_cost_minor=rng.randint(25_000, 180_000) * 100,
+                    purchase_currency="USD",
+                    home_name="Central Yard",
+                    home_lat=41.8781 + rng.uniform(-0.05, 0.05),
+                    home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
+                ),
+            )
+            driver = await fleet.create_driver(
+                session,
+                actor,
+                DriverCreate(
+                    first_name=rng.choice(_FIRST),
+                    last_name=rng.choice(_LAST),
+                    employee_number=f"E{5000 + i}",
+                    licence_number=f"D{rng.randint(10**8, 10**9 - 1)}",
+                    licence_class="CDL-B" if vtype == "heavy_truck" else "D",
+                    licence_jurisdiction="US-IL",
+                    licence_expiry=date.today() + timedelta(days=rng.randint(-20, 1500)),
+                    user_id=created[Role.driver].id if i == 0 else None,
+                ),
+            )
+            await fleet.create_assignment(
+                session,
+                actor,
+                AssignmentCreate(
+                    vehicle_id=vehicle.id,
+                    driver_id=driver.id,
+                    starts_at=now - timedelta(days=rng.randint(1, 90)),
+                ),
+            )
+            device, credential = await fleet.create_device(
+                session,
+                actor,
+                DeviceCreate(
+                    unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                    name=f"Tracker {vehicle.unit_number}",
+                    protocol="osmand",
+                    vehicle_id=vehicle.id,
+                ),
+                now,
+            )
+            device_creds.append(
+                {
+                    "unique_id": device.unique_id,
+                    "credential": credential,
+                    "vehicle_id": str(vehicle.id),
+                }
+            )
     result = {"tenant": DEMO_SLUG, "users": users}
     _write_private(cred_path, result)
     _write_private(settings.data_dir / DEVICES_FILE, device_creds)

@@ -55,7 +55,7 @@ def list_params(
         pattern=r"^-?[a-z_]+$",
         description="Sort field; prefix with `-` for descending. See each list's fields.",
     ),
-    format: str = Query(  # noqa: A002 - the query parameter's public name
+    format: str = Query(
         "json", pattern="^(json|csv)$", description="`csv` streams every matching row as CSV."
     ),
 ) -> ListParams:
@@ -152,9 +152,7 @@ async def paginate(
     next_cursor = None
     if has_more and rows:
         last = rows[-1]
-        next_cursor = encode_cursor(
-            sort, [getattr(last, column.key), getattr(last, tie.key)]
-        )
+        next_cursor = encode_cursor(sort, [getattr(last, column.key), getattr(last, tie.key)])
     return rows, PageInfo(next_cursor=next_cursor, has_more=has_more)
 
 

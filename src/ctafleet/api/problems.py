@@ -1,4 +1,4 @@
-"""RFC 9457 problem details: every error the API returns, with a stable `type` and the request id."""
+"""RFC 9457 problem details: every API error, with a stable `type` and the request id."""
 
 from __future__ import annotations
 
@@ -86,7 +86,11 @@ def problem_response(
 def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     cleaned = []
     for err in errors:
-        item = {"loc": list(err.get("loc", ())), "msg": str(err.get("msg", "")), "type": err.get("type")}
+        item = {
+            "loc": list(err.get("loc", ())),
+            "msg": str(err.get("msg", "")),
+            "type": err.get("type"),
+        }
         cleaned.append(item)
     return cleaned
 
@@ -122,6 +126,9 @@ def install(app: FastAPI) -> None:
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(
-            request, 500, "internal-error", "Internal server error",
+            request,
+            500,
+            "internal-error",
+            "Internal server error",
             "an unexpected error occurred; quote the request id when reporting it",
         )

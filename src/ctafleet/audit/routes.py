@@ -3,12 +3,18 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from pydantic import AwareDatetime
-
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict
+from pydantic import AwareDatetime, BaseModel, ConfigDict
 
-from ctafleet.api.pagination import ListParams, Page, Sorting, csv_response, list_params, paginate, stream_all
+from ctafleet.api.pagination import (
+    ListParams,
+    Page,
+    Sorting,
+    csv_response,
+    list_params,
+    paginate,
+    stream_all,
+)
 from ctafleet.audit import service
 from ctafleet.audit.models import AuditEvent
 from ctafleet.auth.deps import Ctx, require
@@ -32,8 +38,9 @@ class AuditEventRead(BaseModel):
     client_ip: str | None
 
 
-SORTING = Sorting(fields={"occurred_at": AuditEvent.occurred_at}, default="-occurred_at",
-                  tiebreak=AuditEvent.id)
+SORTING = Sorting(
+    fields={"occurred_at": AuditEvent.occurred_at}, default="-occurred_at", tiebreak=AuditEvent.id
+)
 
 
 @router.get("", response_model=Page[AuditEventRead], summary="The audit log (newest first)")
@@ -48,12 +55,19 @@ async def list_events(
     ctx: Ctx = Depends(require(Permission.audit_read)),
 ) -> object:
     stmt = service.list_query(
-        ctx.actor.tenant_id, entity_type=entity_type, entity_id=entity_id,
-        actor_user_id=actor_user_id, action=action, since=since, until=until,
+        ctx.actor.tenant_id,
+        entity_type=entity_type,
+        entity_id=entity_id,
+        actor_user_id=actor_user_id,
+        action=action,
+        since=since,
+        until=until,
     )
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, SORTING), AuditEventRead,
-                            "audit-events.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, SORTING), AuditEventRead, "audit-events.csv"
+        )
     rows, info = await paginate(ctx.session, stmt, params, SORTING)
-    return Page[AuditEventRead](data=[AuditEventRead.model_validate(r) for r in rows],
-                                pagination=info)
+    return Page[AuditEventRead](
+        data=[AuditEventRead.model_validate(r) for r in rows], pagination=info
+    )

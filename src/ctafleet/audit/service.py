@@ -54,8 +54,10 @@ def diff(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[st
         if old == new:
             continue
         if is_secret_field(name):
-            changes[name] = {"before": REDACTED if old is not None else None,
-                             "after": REDACTED if new is not None else None}
+            changes[name] = {
+                "before": REDACTED if old is not None else None,
+                "after": REDACTED if new is not None else None,
+            }
         else:
             changes[name] = {"before": _plain(old), "after": _plain(new)}
     return changes
@@ -95,7 +97,11 @@ def record(
 
 
 async def record_cross_tenant_attempt(
-    session: AsyncSession, actor: Actor, *, entity_type: str, owner_tenant_id: uuid.UUID,
+    session: AsyncSession,
+    actor: Actor,
+    *,
+    entity_type: str,
+    owner_tenant_id: uuid.UUID,
     entity_id: Any,
 ) -> None:
     """Written into the owner's audit log, so the organisation that was probed can see it."""
@@ -130,7 +136,7 @@ def list_query(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-) -> Select[tuple[AuditEvent]]:
+) -> Select[AuditEvent]:
     stmt = select(AuditEvent).where(AuditEvent.tenant_id == tenant_id)
     if entity_type:
         stmt = stmt.where(AuditEvent.entity_type == entity_type)

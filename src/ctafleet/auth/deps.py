@@ -104,7 +104,11 @@ def require(permission: Permission) -> Callable[..., Any]:
             if row is None:
                 raise _unauthorized("the access token is invalid or expired")
             user, auth_session = row
-            if not user.is_active or auth_session.revoked_at is not None or auth_session.expires_at <= now:
+            if (
+                not user.is_active
+                or auth_session.revoked_at is not None
+                or auth_session.expires_at <= now
+            ):
                 raise _unauthorized("the session has ended; log in again")
             if not allowed(user.role, permission):
                 raise Problem(403, "forbidden", f"your role may not do this ({permission.value})")

@@ -6,8 +6,8 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
-from zxcvbn import zxcvbn
-from zxcvbn.frequency_lists import FREQUENCY_LISTS
+from zxcvbn import zxcvbn  # type: ignore[import-untyped]
+from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untyped]
 
 _hasher = PasswordHasher()  # Argon2id with the library's current RFC 9106 profile
 MAX_PASSWORD_LENGTH = 256
@@ -24,7 +24,9 @@ def _common() -> frozenset[str]:
     return frozenset(p.lower() for p in FREQUENCY_LISTS["passwords"])
 
 
-def check_policy(password: str, *, min_length: int = 12, user_inputs: list[str] | None = None) -> None:
+def check_policy(
+    password: str, *, min_length: int = 12, user_inputs: list[str] | None = None
+) -> None:
     if len(password) < min_length:
         raise PasswordPolicyError(f"password must be at least {min_length} characters")
     if len(password) > MAX_PASSWORD_LENGTH:

@@ -79,12 +79,21 @@ MATRIX: dict[Role, frozenset[Permission]] = {
     ),
     Role.dispatcher: frozenset(_READ_FLEET | {Permission.assignments_write}),
     Role.mechanic: frozenset(
-        {Permission.tenant_read, Permission.vehicles_read, Permission.vehicles_meters,
-         Permission.devices_read}
+        {
+            Permission.tenant_read,
+            Permission.vehicles_read,
+            Permission.vehicles_meters,
+            Permission.devices_read,
+        }
     ),
     Role.driver: frozenset(
-        {Permission.tenant_read, Permission.vehicles_read, Permission.vehicles_meters,
-         Permission.drivers_read, Permission.assignments_read}
+        {
+            Permission.tenant_read,
+            Permission.vehicles_read,
+            Permission.vehicles_meters,
+            Permission.drivers_read,
+            Permission.assignments_read,
+        }
     ),
     Role.viewer: frozenset(_READ_FLEET),
     Role.auditor: frozenset(_READ_FLEET | {Permission.users_read, Permission.audit_read}),

@@ -6,7 +6,15 @@ from fastapi import APIRouter, Depends, Response, status
 from sqlalchemy import select
 
 from ctafleet.api.etag import if_match_version, set_etag
-from ctafleet.api.pagination import ListParams, Page, Sorting, csv_response, list_params, paginate, stream_all
+from ctafleet.api.pagination import (
+    ListParams,
+    Page,
+    Sorting,
+    csv_response,
+    list_params,
+    paginate,
+    stream_all,
+)
 from ctafleet.auth import service
 from ctafleet.auth.deps import Ctx, PublicCtx, public, require
 from ctafleet.auth.models import User
@@ -30,15 +38,23 @@ users = APIRouter(prefix="/users", tags=["users"])
 
 
 @router.post("/login", response_model=TokenPair, summary="Log in with e-mail and password")
-async def login(body: LoginRequest, ctx: PublicCtx = Depends(public(rate_limited=True))) -> TokenPair:
+async def login(
+    body: LoginRequest, ctx: PublicCtx = Depends(public(rate_limited=True))
+) -> TokenPair:
     return await service.login(
-        ctx.state, email=str(body.email), password=body.password, totp_code=body.totp_code,
-        ip=ctx.client_ip, request_id=ctx.request_id,
+        ctx.state,
+        email=str(body.email),
+        password=body.password,
+        totp_code=body.totp_code,
+        ip=ctx.client_ip,
+        request_id=ctx.request_id,
     )
 
 
 @router.post("/refresh", response_model=TokenPair, summary="Rotate a refresh token")
-async def refresh(body: RefreshRequest, ctx: PublicCtx = Depends(public(rate_limited=True))) -> TokenPair:
+async def refresh(
+    body: RefreshRequest, ctx: PublicCtx = Depends(public(rate_limited=True))
+) -> TokenPair:
     return await service.refresh(
         ctx.state, refresh_token=body.refresh_token, ip=ctx.client_ip, request_id=ctx.request_id
     )
@@ -62,8 +78,13 @@ async def change_password(
 ) -> Response:
     user = await ctx.session.merge(ctx.user)
     await service.change_password(
-        ctx.session, ctx.actor, user, ctx.state.settings, current=body.current_password,
-        new=body.new_password, now=ctx.now,
+        ctx.session,
+        ctx.actor,
+        user,
+        ctx.state.settings,
+        current=body.current_password,
+        new=body.new_password,
+        now=ctx.now,
     )
     return Response(status_code=204)
 
@@ -75,9 +96,14 @@ async def mfa_setup(ctx: Ctx = Depends(require(Permission.authenticated))) -> Mf
     return MfaSetup(secret=secret, otpauth_uri=uri)
 
 
-@router.post("/mfa/verify", response_model=RecoveryCodes,
-             summary="Confirm TOTP enrolment; returns recovery codes once")
-async def mfa_verify(body: MfaVerify, ctx: Ctx = Depends(require(Permission.authenticated))) -> RecoveryCodes:
+@router.post(
+    "/mfa/verify",
+    response_model=RecoveryCodes,
+    summary="Confirm TOTP enrolment; returns recovery codes once",
+)
+async def mfa_verify(
+    body: MfaVerify, ctx: Ctx = Depends(require(Permission.authenticated))
+) -> RecoveryCodes:
     user = await ctx.session.merge(ctx.user)
     codes = await service.mfa_verify(ctx.session, ctx.actor, user, body.code, ctx.now)
     return RecoveryCodes(recovery_codes=codes)
@@ -90,8 +116,12 @@ USER_SORTING = Sorting(
 )
 
 
-@users.get("", response_model=Page[UserRead], summary="List users",
-           description=f"Sortable by: {USER_SORTING.describe()}.")
+@users.get(
+    "",
+    response_model=Page[UserRead],
+    summary="List users",
+    description=f"Sortable by: {USER_SORTING.describe()}.",
+)
 async def list_users(
     role: str | None = None,
     is_active: bool | None = None,
@@ -104,7 +134,9 @@ async def list_users(
     if is_active is not None:
         stmt = stmt.where(User.is_active == is_active)
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, USER_SORTING), UserRead, "users.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, USER_SORTING), UserRead, "users.csv"
+        )
     rows, info = await paginate(ctx.session, stmt, params, USER_SORTING)
     return Page[UserRead](data=[UserRead.model_validate(r) for r in rows], pagination=info)
 
@@ -141,7 +173,12 @@ async def update_user(
     return user
 
 
-@users.post("/{user_id}/mfa/reset", response_model=UserRead,
-            summary="Turn off a user's two-factor authentication (they enrol again)")
-async def reset_mfa(user_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.users_manage))) -> User:
+@users.post(
+    "/{user_id}/mfa/reset",
+    response_model=UserRead,
+    summary="Turn off a user's two-factor authentication (they enrol again)",
+)
+async def reset_mfa(
+    user_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.users_manage))
+) -> User:
     return await service.reset_mfa(ctx.session, ctx.actor, user_id, ctx.now)

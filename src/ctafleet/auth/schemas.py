@@ -8,7 +8,9 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field
 
 from ctafleet.auth.permissions import Role
 
-RoleName = Literal["admin", "fleet_manager", "dispatcher", "mechanic", "driver", "viewer", "auditor"]
+RoleName = Literal[
+    "admin", "fleet_manager", "dispatcher", "mechanic", "driver", "viewer", "auditor"
+]
 assert set(RoleName.__args__) == {r.value for r in Role}  # type: ignore[attr-defined]
 
 
@@ -31,7 +33,7 @@ class RefreshRequest(Strict):
 class TokenPair(BaseModel):
     access_token: str
     refresh_token: str
-    token_type: Literal["bearer"] = "bearer"
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105 - a token type, not a secret
     expires_in: int
     mfa_enrolment_required: bool = False
 

@@ -42,7 +42,10 @@ def _invalid_credentials() -> Problem:
 
 def _system_actor(user: User, ip: str | None, request_id: str | None) -> Actor:
     return Actor(
-        tenant_id=user.tenant_id, user_id=user.id, role=user.role, client_ip=ip,
+        tenant_id=user.tenant_id,
+        user_id=user.id,
+        role=user.role,
+        client_ip=ip,
         request_id=request_id,
     )
 
@@ -69,7 +72,9 @@ async def _check_second_factor(
     """'totp' or 'recovery' when the code is good; raises otherwise."""
     if not code:
         raise Problem(
-            401, "mfa-code-required", "this account uses two-factor authentication: send totp_code",
+            401,
+            "mfa-code-required",
+            "this account uses two-factor authentication: send totp_code",
             mfa_required=True,
         )
     if code.isdigit() and len(code) == 6:
@@ -109,7 +114,10 @@ async def _issue(
     access, ttl = issue_access_token(
         state.settings.auth,
         AccessClaims(
-            user_id=user.id, tenant_id=user.tenant_id, session_id=auth_session.id, role=user.role,
+            user_id=user.id,
+            tenant_id=user.tenant_id,
+            session_id=auth_session.id,
+            role=user.role,
             mfa_pending=pending,
         ),
         now,
@@ -120,20 +128,26 @@ async def _issue(
 
 
 async def login(
-    state: AppState, *, email: str, password: str, totp_code: str | None, ip: str,
+    state: AppState,
+    *,
+    email: str,
+    password: str,
+    totp_code: str | None,
+    ip: str,
     request_id: str | None,
 ) -> TokenPair:
     now = state.clock.now()
     async with state.db.system_session() as session:
-        user = (
-            await session.scalars(select(User).where(User.email == email.lower()))
-        ).first()
+        user = (await session.scalars(select(User).where(User.email == email.lower()))).first()
         password_ok = verify_password(user.password_hash if user else None, password)
         if user is None or not password_ok or not user.is_active:
             if user is not None:
                 audit.record(
-                    session, _system_actor(user, ip, request_id), action="login_failed",
-                    entity_type="user", entity_id=user.id,
+                    session,
+                    _system_actor(user, ip, request_id),
+                    action="login_failed",
+                    entity_type="user",
+                    entity_id=user.id,
                 )
                 await session.commit()
             log.info("login_failed", reason="credentials")
@@ -144,14 +158,24 @@ async def login(
                 method = await _check_second_factor(session, user, totp_code, now)
             except Problem as exc:
                 if exc.slug == "invalid-credentials":
-                    audit.record(session, actor, action="login_failed", entity_type="user",
-                                 entity_id=user.id, changes={"reason": {"before": None,
-                                                                        "after": "mfa"}})
+                    audit.record(
+                        session,
+                        actor,
+                        action="login_failed",
+                        entity_type="user",
+                        entity_id=user.id,
+                        changes={"reason": {"before": None, "after": "mfa"}},
+                    )
                     await session.commit()
                 raise
             if method == "recovery":
-                audit.record(session, actor, action="recovery_code_used", entity_type="user",
-                             entity_id=user.id)
+                audit.record(
+                    session,
+                    actor,
+                    action="recovery_code_used",
+                    entity_type="user",
+                    entity_id=user.id,
+                )
         tenant = await session.get(Tenant, user.tenant_id)
         required = tenant is not None and user.role in (tenant.mfa_required_roles or [])
         if needs_rehash(user.password_hash):
@@ -173,7 +197,9 @@ async def login(
         return pair
 
 
-async def refresh(state: AppState, *, refresh_token: str, ip: str, request_id: str | None) -> TokenPair:
+async def refresh(
+    state: AppState, *, refresh_token: str, ip: str, request_id: str | None
+) -> TokenPair:
     now = state.clock.now()
     async with state.db.system_session() as session:
         token = (
@@ -199,12 +225,20 @@ async def refresh(state: AppState, *, refresh_token: str, ip: str, request_id: s
             if auth_session.revoked_at is None:
                 auth_session.revoked_at = now
                 auth_session.revoked_reason = "refresh_token_reuse"
-                audit.record(session, actor, action="refresh_token_reuse", entity_type="session",
-                             entity_id=auth_session.id)
+                audit.record(
+                    session,
+                    actor,
+                    action="refresh_token_reuse",
+                    entity_type="session",
+                    entity_id=auth_session.id,
+                )
                 log.warning("refresh_token_reuse", session=str(auth_session.id))
             await session.commit()
-            raise Problem(401, "invalid-refresh-token", "the refresh token was already used; "
-                          "the session has been revoked, log in again")
+            raise Problem(
+                401,
+                "invalid-refresh-token",
+                "the refresh token was already used; the session has been revoked, log in again",
+            )
         if auth_session.revoked_at is not None or token.expires_at <= now or not user.is_active:
             await session.rollback()
             raise Problem(401, "invalid-refresh-token", "the session has ended; log in again")
@@ -226,7 +260,10 @@ async def revoke_session(
 
 
 async def revoke_all_sessions(
-    session: AsyncSession, user_id: uuid.UUID, now: datetime, reason: str,
+    session: AsyncSession,
+    user_id: uuid.UUID,
+    now: datetime,
+    reason: str,
     keep: uuid.UUID | None = None,
 ) -> None:
     stmt = (
@@ -240,31 +277,49 @@ async def revoke_all_sessions(
 
 
 async def change_password(
-    session: AsyncSession, actor: Actor, user: User, settings: Settings, *, current: str,
-    new: str, now: datetime,
+    session: AsyncSession,
+    actor: Actor,
+    user: User,
+    settings: Settings,
+    *,
+    current: str,
+    new: str,
+    now: datetime,
 ) -> None:
     if not verify_password(user.password_hash, current):
         raise Problem(403, "invalid-credentials", "the current password is wrong")
     _enforce_policy(settings, new, user.email, user.full_name)
     user.password_hash = hash_password(new)
     await revoke_all_sessions(session, user.id, now, "password_changed", keep=actor.session_id)
-    audit.record(session, actor, action="password_changed", entity_type="user", entity_id=user.id,
-                 changes=audit.diff({"password_hash": "old"}, {"password_hash": "new"}))
+    audit.record(
+        session,
+        actor,
+        action="password_changed",
+        entity_type="user",
+        entity_id=user.id,
+        changes=audit.diff({"password_hash": "old"}, {"password_hash": "new"}),
+    )
     await session.commit()
 
 
 def _enforce_policy(settings: Settings, password: str, email: str, name: str) -> None:
     try:
-        check_policy(password, min_length=settings.auth.min_password_length,
-                     user_inputs=[email, email.split("@")[0], *name.split()])
+        check_policy(
+            password,
+            min_length=settings.auth.min_password_length,
+            user_inputs=[email, email.split("@")[0], *name.split()],
+        )
     except PasswordPolicyError as exc:
         raise Problem(422, "weak-password", str(exc)) from exc
 
 
 async def mfa_setup(session: AsyncSession, actor: Actor, user: User) -> tuple[str, str]:
     if user.totp_enabled:
-        raise Problem(409, "mfa-already-enabled", "two-factor authentication is already on; an "
-                      "admin can reset it")
+        raise Problem(
+            409,
+            "mfa-already-enabled",
+            "two-factor authentication is already on; an admin can reset it",
+        )
     secret = pyotp.random_base32()
     user.totp_secret = secret
     audit.record(session, actor, action="mfa_setup_started", entity_type="user", entity_id=user.id)
@@ -287,8 +342,13 @@ async def mfa_verify(
     user.totp_last_step = step
     codes = [f"{secrets.token_hex(4)}-{secrets.token_hex(4)}" for _ in range(RECOVERY_CODE_COUNT)]
     for code_ in codes:
-        session.add(RecoveryCode(tenant_id=user.tenant_id, user_id=user.id,
-                                 code_hash=digest(_normalise_recovery(code_))))
+        session.add(
+            RecoveryCode(
+                tenant_id=user.tenant_id,
+                user_id=user.id,
+                code_hash=digest(_normalise_recovery(code_)),
+            )
+        )
     # Tokens issued before enrolment carried mfa_pending: end those sessions.
     await revoke_all_sessions(session, user.id, now, "mfa_enabled")
     audit.record(session, actor, action="mfa_enabled", entity_type="user", entity_id=user.id)
@@ -304,13 +364,14 @@ async def create_user(
 ) -> User:
     _enforce_policy(settings, data.password, str(data.email), data.full_name)
     email = str(data.email).lower()
-    exists = await session.scalar(
-        select(func.count()).select_from(User).where(User.email == email)
-    )
+    exists = await session.scalar(select(func.count()).select_from(User).where(User.email == email))
     if exists:
         raise Problem(409, "email-taken", "a user with this e-mail already exists")
     user = User(
-        tenant_id=actor.tenant_id, email=email, full_name=data.full_name, role=data.role,
+        tenant_id=actor.tenant_id,
+        email=email,
+        full_name=data.full_name,
+        role=data.role,
         password_hash=hash_password(data.password),
     )
     session.add(user)
@@ -319,31 +380,51 @@ async def create_user(
     except IntegrityError as exc:
         await session.rollback()
         raise Problem(409, "email-taken", "a user with this e-mail already exists") from exc
-    audit.record(session, actor, action="create", entity_type="user", entity_id=user.id,
-                 changes=audit.diff(None, audit.snapshot(user)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="user",
+        entity_id=user.id,
+        changes=audit.diff(None, audit.snapshot(user)),
+    )
     await session.commit()
     return user
 
 
 async def update_user(
-    session: AsyncSession, actor: Actor, user_id: uuid.UUID, data: UserUpdate,
-    if_match: int | None, now: datetime,
+    session: AsyncSession,
+    actor: Actor,
+    user_id: uuid.UUID,
+    data: UserUpdate,
+    if_match: int | None,
+    now: datetime,
 ) -> User:
     user = await get_in_tenant(session, actor, User, user_id, entity="user")
     check_version(user.version, if_match)
     before = audit.snapshot(user)
     changes = data.model_dump(exclude_unset=True)
-    if user.id == actor.user_id and (changes.get("role", user.role) != user.role
-                                     or changes.get("is_active") is False):
-        raise Problem(409, "cannot-demote-self", "you cannot change your own role or deactivate "
-                      "yourself; ask another admin")
+    if user.id == actor.user_id and (
+        changes.get("role", user.role) != user.role or changes.get("is_active") is False
+    ):
+        raise Problem(
+            409,
+            "cannot-demote-self",
+            "you cannot change your own role or deactivate yourself; ask another admin",
+        )
     for key, value in changes.items():
         if value is not None:
             setattr(user, key, value)
     if changes.get("is_active") is False or "role" in changes:
         await revoke_all_sessions(session, user.id, now, "user_changed")
-    audit.record(session, actor, action="update", entity_type="user", entity_id=user.id,
-                 changes=audit.diff(before, audit.snapshot(user)))
+    audit.record(
+        session,
+        actor,
+        action="update",
+        entity_type="user",
+        entity_id=user.id,
+        changes=audit.diff(before, audit.snapshot(user)),
+    )
     await session.commit()
     return user
 
@@ -354,7 +435,8 @@ async def reset_mfa(session: AsyncSession, actor: Actor, user_id: uuid.UUID, now
     user.totp_secret = None
     user.totp_last_step = None
     await session.execute(
-        update(RecoveryCode).where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
+        update(RecoveryCode)
+        .where(RecoveryCode.user_id == user.id, RecoveryCode.used_at.is_(None))
         .values(used_at=now)
     )
     await revoke_all_sessions(session, user.id, now, "mfa_reset")
@@ -366,7 +448,8 @@ async def reset_mfa(session: AsyncSession, actor: Actor, user_id: uuid.UUID, now
 def check_version(current: int, if_match: int | None) -> None:
     if if_match is not None and if_match != current:
         raise Problem(
-            412, "precondition-failed",
+            412,
+            "precondition-failed",
             f"the object changed since you read it (version {current}, If-Match {if_match}); "
             "fetch it again and retry",
         )

@@ -14,6 +14,7 @@ import jwt
 from ctafleet.config import AuthSettings
 
 ALGORITHMS = ["HS256"]  # explicit allow-list: never trust the token's own `alg`
+CLOCK_SKEW_S = 30
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,19 @@ def decode_access_token(settings: AuthSettings, token: str, now: datetime) -> Ac
             algorithms=ALGORITHMS,
             audience=settings.audience,
             issuer=settings.issuer,
-            options={"require": ["exp", "iat", "iss", "aud", "sub", "tid", "sid"]},
+            # Time claims are checked against the injected clock below, not the wall clock.
+            options={
+                "require": ["exp", "iat", "iss", "aud", "sub", "tid", "sid"],
+                "verify_exp": False,
+                "verify_iat": False,
+                "verify_nbf": False,
+            },
         )
-        if payload["exp"] <= now.timestamp():
+        ts = now.timestamp()
+        if not isinstance(payload["exp"], int) or payload["exp"] <= ts:
             raise InvalidToken("token expired")
+        if int(payload.get("nbf", payload["iat"])) > ts + CLOCK_SKEW_S:
+            raise InvalidToken("token not yet valid")
         return AccessClaims(
             user_id=uuid.UUID(payload["sub"]),
             tenant_id=uuid.UUID(payload["tid"]),

@@ -64,7 +64,7 @@ class TenantMixin:
     __tenant_owned__ = True
 
     @declared_attr
-    def tenant_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805 - declared_attr takes the class
+    def tenant_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
 
@@ -74,13 +74,13 @@ class VersionedMixin:
     version: Mapped[int] = mapped_column(Integer, default=1, nullable=False)
 
     @declared_attr.directive
-    def __mapper_args__(cls) -> dict[str, Any]:  # noqa: N805
-        return {"version_id_col": cls.version}  # type: ignore[attr-defined]
+    def __mapper_args__(cls) -> dict[str, Any]:
+        return {"version_id_col": cls.version}
 
 
 def tenant_owned_tables() -> list[str]:
     return sorted(
-        m.local_table.name  # type: ignore[union-attr]
+        str(m.class_.__tablename__)
         for m in Base.registry.mappers
         if getattr(m.class_, "__tenant_owned__", False)
     )

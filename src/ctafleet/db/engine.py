@@ -10,7 +10,12 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.orm import Session, SessionTransaction
 
 from ctafleet.config import Settings
@@ -51,13 +56,16 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
 
 @event.listens_for(Session, "after_begin")
 def _set_rls_scope(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
-    """Every PostgreSQL transaction carries the tenant (or system) scope row-level security reads."""
+    """Each PostgreSQL transaction carries the tenant (or system) scope that RLS reads."""
     if connection.dialect.name != "postgresql":
         return
     tenant = session.info.get(TENANT_KEY)
     scope = session.info.get(SCOPE_KEY, "")
     connection.execute(
-        text("SELECT set_config('ctafleet.tenant_id', :t, true), set_config('ctafleet.scope', :s, true)"),
+        text(
+            "SELECT set_config('ctafleet.tenant_id', :t, true), "
+            "set_config('ctafleet.scope', :s, true)"
+        ),
         {"t": str(tenant) if tenant else "", "s": scope},
     )
 

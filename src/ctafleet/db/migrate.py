@@ -1,4 +1,4 @@
-"""Alembic, driven from code: upgrade, current revision, head, and the model/migration drift check."""
+"""Alembic driven from code: upgrade, current revision, head, model/migration drift."""
 
 from __future__ import annotations
 

@@ -7,6 +7,15 @@ from ctafleet.fleet.models import Assignment, Device, Driver, Vehicle
 from ctafleet.tenants.models import Tenant
 
 __all__ = [
-    "Assignment", "AuditEvent", "AuthSession", "Base", "Device", "Driver", "RecoveryCode",
-    "RefreshToken", "Tenant", "User", "Vehicle",
+    "Assignment",
+    "AuditEvent",
+    "AuthSession",
+    "Base",
+    "Device",
+    "Driver",
+    "RecoveryCode",
+    "RefreshToken",
+    "Tenant",
+    "User",
+    "Vehicle",
 ]

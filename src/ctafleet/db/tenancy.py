@@ -43,6 +43,8 @@ async def get_in_tenant(
     raise not_found(entity)
 
 
-async def owner_tenant(session: AsyncSession, model: type[Any], entity_id: uuid.UUID) -> uuid.UUID | None:
+async def owner_tenant(
+    session: AsyncSession, model: type[Any], entity_id: uuid.UUID
+) -> uuid.UUID | None:
     async with AsyncSession(bind=session.bind, info={SCOPE_KEY: SYSTEM_SCOPE}) as system:
         return (await system.scalars(select(model.tenant_id).where(model.id == entity_id))).first()

@@ -3,7 +3,17 @@ from __future__ import annotations
 import uuid
 from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
@@ -61,7 +71,7 @@ class Driver(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
 
 
 class Assignment(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
-    """A driver on a vehicle from `starts_at` until `ends_at` (open when null); never overlapping."""
+    """A driver on a vehicle from `starts_at` to `ends_at` (open when null); no overlaps."""
 
     __tablename__ = "assignments"
     __table_args__ = (

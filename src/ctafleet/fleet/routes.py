@@ -49,16 +49,24 @@ routers = (vehicles, drivers, assignments, devices)
 
 VEHICLE_SORTING = Sorting(
     fields={
-        "unit_number": Vehicle.unit_number, "plate": Vehicle.plate, "year": Vehicle.year,
-        "status": Vehicle.status, "odometer_m": Vehicle.odometer_m,
-        "created_at": Vehicle.created_at, "updated_at": Vehicle.updated_at,
+        "unit_number": Vehicle.unit_number,
+        "plate": Vehicle.plate,
+        "year": Vehicle.year,
+        "status": Vehicle.status,
+        "odometer_m": Vehicle.odometer_m,
+        "created_at": Vehicle.created_at,
+        "updated_at": Vehicle.updated_at,
     },
     default="unit_number",
     tiebreak=Vehicle.id,
 )
 DRIVER_SORTING = Sorting(
-    fields={"last_name": Driver.last_name, "employee_number": Driver.employee_number,
-            "licence_expiry": Driver.licence_expiry, "created_at": Driver.created_at},
+    fields={
+        "last_name": Driver.last_name,
+        "employee_number": Driver.employee_number,
+        "licence_expiry": Driver.licence_expiry,
+        "created_at": Driver.created_at,
+    },
     default="last_name",
     tiebreak=Driver.id,
 )
@@ -77,9 +85,13 @@ DEVICE_SORTING = Sorting(
 # --- vehicles ----------------------------------------------------------------------------
 
 
-@vehicles.get("", response_model=Page[VehicleRead], summary="List vehicles",
-              description=f"Sortable by: {VEHICLE_SORTING.describe()}. `q` matches the start of "
-              "unit number, plate or VIN.")
+@vehicles.get(
+    "",
+    response_model=Page[VehicleRead],
+    summary="List vehicles",
+    description=f"Sortable by: {VEHICLE_SORTING.describe()}. `q` matches the start of "
+    "unit number, plate or VIN.",
+)
 async def list_vehicles(
     status: VehicleStatus | None = None,
     vehicle_type: VehicleType | None = None,
@@ -90,19 +102,28 @@ async def list_vehicles(
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.vehicles_read)),
 ) -> object:
-    stmt = service.vehicles_query(ctx.actor, status=status, vehicle_type=vehicle_type,
-                                  department=department, fuel_type=fuel_type, make=make, q=q)
+    stmt = service.vehicles_query(
+        ctx.actor,
+        status=status,
+        vehicle_type=vehicle_type,
+        department=department,
+        fuel_type=fuel_type,
+        make=make,
+        q=q,
+    )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Vehicle, ctx.now)
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, VEHICLE_SORTING), VehicleRead,
-                            "vehicles.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, VEHICLE_SORTING), VehicleRead, "vehicles.csv"
+        )
     rows, info = await paginate(ctx.session, stmt, params, VEHICLE_SORTING)
     return Page[VehicleRead](data=[VehicleRead.model_validate(r) for r in rows], pagination=info)
 
 
 @vehicles.post("", response_model=VehicleRead, status_code=201, summary="Add a vehicle")
-async def create_vehicle(body: VehicleCreate, response: Response,
-                         ctx: Ctx = Depends(require(Permission.vehicles_write))) -> Vehicle:
+async def create_vehicle(
+    body: VehicleCreate, response: Response, ctx: Ctx = Depends(require(Permission.vehicles_write))
+) -> Vehicle:
     vehicle = await service.create_vehicle(ctx.session, ctx.actor, body)
     set_etag(response, vehicle.version)
     response.headers["Location"] = f"/api/v1/vehicles/{vehicle.id}"
@@ -110,17 +131,23 @@ async def create_vehicle(body: VehicleCreate, response: Response,
 
 
 @vehicles.get("/{vehicle_id}", response_model=VehicleRead, summary="Read a vehicle")
-async def get_vehicle(vehicle_id: uuid.UUID, response: Response,
-                      ctx: Ctx = Depends(require(Permission.vehicles_read))) -> Vehicle:
+async def get_vehicle(
+    vehicle_id: uuid.UUID, response: Response, ctx: Ctx = Depends(require(Permission.vehicles_read))
+) -> Vehicle:
     vehicle = await service.get_vehicle(ctx.session, ctx.actor, vehicle_id, ctx.now)
     set_etag(response, vehicle.version)
     return vehicle
 
 
-@vehicles.patch("/{vehicle_id}", response_model=VehicleRead,
-                summary="Change a vehicle (lowering a meter needs meter_correction_reason)")
+@vehicles.patch(
+    "/{vehicle_id}",
+    response_model=VehicleRead,
+    summary="Change a vehicle (lowering a meter needs meter_correction_reason)",
+)
 async def update_vehicle(
-    vehicle_id: uuid.UUID, body: VehicleUpdate, response: Response,
+    vehicle_id: uuid.UUID,
+    body: VehicleUpdate,
+    response: Response,
     if_match: int | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.vehicles_write)),
 ) -> Vehicle:
@@ -129,10 +156,17 @@ async def update_vehicle(
     return vehicle
 
 
-@vehicles.post("/{vehicle_id}/meters", response_model=VehicleRead,
-               summary="Record odometer / engine-hour readings (never lower than the current)")
-async def record_meters(vehicle_id: uuid.UUID, body: MeterReading, response: Response,
-                        ctx: Ctx = Depends(require(Permission.vehicles_meters))) -> Vehicle:
+@vehicles.post(
+    "/{vehicle_id}/meters",
+    response_model=VehicleRead,
+    summary="Record odometer / engine-hour readings (never lower than the current)",
+)
+async def record_meters(
+    vehicle_id: uuid.UUID,
+    body: MeterReading,
+    response: Response,
+    ctx: Ctx = Depends(require(Permission.vehicles_meters)),
+) -> Vehicle:
     vehicle = await service.record_meters(ctx.session, ctx.actor, vehicle_id, body, ctx.now)
     set_etag(response, vehicle.version)
     return vehicle
@@ -141,8 +175,12 @@ async def record_meters(vehicle_id: uuid.UUID, body: MeterReading, response: Res
 # --- drivers -----------------------------------------------------------------------------
 
 
-@drivers.get("", response_model=Page[DriverRead], summary="List drivers",
-             description=f"Sortable by: {DRIVER_SORTING.describe()}.")
+@drivers.get(
+    "",
+    response_model=Page[DriverRead],
+    summary="List drivers",
+    description=f"Sortable by: {DRIVER_SORTING.describe()}.",
+)
 async def list_drivers(
     status: DriverStatus | None = None,
     licence_expires_before: date | None = None,
@@ -150,19 +188,22 @@ async def list_drivers(
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.drivers_read)),
 ) -> object:
-    stmt = service.drivers_query(ctx.actor, status=status,
-                                 licence_expires_before=licence_expires_before, q=q)
+    stmt = service.drivers_query(
+        ctx.actor, status=status, licence_expires_before=licence_expires_before, q=q
+    )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Driver, ctx.now)
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, DRIVER_SORTING), DriverRead,
-                            "drivers.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, DRIVER_SORTING), DriverRead, "drivers.csv"
+        )
     rows, info = await paginate(ctx.session, stmt, params, DRIVER_SORTING)
     return Page[DriverRead](data=[DriverRead.model_validate(r) for r in rows], pagination=info)
 
 
 @drivers.post("", response_model=DriverRead, status_code=201, summary="Add a driver")
-async def create_driver(body: DriverCreate, response: Response,
-                        ctx: Ctx = Depends(require(Permission.drivers_write))) -> Driver:
+async def create_driver(
+    body: DriverCreate, response: Response, ctx: Ctx = Depends(require(Permission.drivers_write))
+) -> Driver:
     driver = await service.create_driver(ctx.session, ctx.actor, body)
     set_etag(response, driver.version)
     response.headers["Location"] = f"/api/v1/drivers/{driver.id}"
@@ -170,8 +211,9 @@ async def create_driver(body: DriverCreate, response: Response,
 
 
 @drivers.get("/{driver_id}", response_model=DriverRead, summary="Read a driver")
-async def get_driver(driver_id: uuid.UUID, response: Response,
-                     ctx: Ctx = Depends(require(Permission.drivers_read))) -> Driver:
+async def get_driver(
+    driver_id: uuid.UUID, response: Response, ctx: Ctx = Depends(require(Permission.drivers_read))
+) -> Driver:
     driver = await service.get_driver(ctx.session, ctx.actor, driver_id, ctx.now)
     set_etag(response, driver.version)
     return driver
@@ -179,7 +221,9 @@ async def get_driver(driver_id: uuid.UUID, response: Response,
 
 @drivers.patch("/{driver_id}", response_model=DriverRead, summary="Change a driver")
 async def update_driver(
-    driver_id: uuid.UUID, body: DriverUpdate, response: Response,
+    driver_id: uuid.UUID,
+    body: DriverUpdate,
+    response: Response,
     if_match: int | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.drivers_write)),
 ) -> Driver:
@@ -191,8 +235,12 @@ async def update_driver(
 # --- assignments -------------------------------------------------------------------------
 
 
-@assignments.get("", response_model=Page[AssignmentRead], summary="List assignments",
-                 description=f"Sortable by: {ASSIGNMENT_SORTING.describe()}.")
+@assignments.get(
+    "",
+    response_model=Page[AssignmentRead],
+    summary="List assignments",
+    description=f"Sortable by: {ASSIGNMENT_SORTING.describe()}.",
+)
 async def list_assignments(
     vehicle_id: uuid.UUID | None = None,
     driver_id: uuid.UUID | None = None,
@@ -200,21 +248,33 @@ async def list_assignments(
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.assignments_read)),
 ) -> object:
-    stmt = service.assignments_query(ctx.actor, vehicle_id=vehicle_id, driver_id=driver_id,
-                                     active_at=active_at)
+    stmt = service.assignments_query(
+        ctx.actor, vehicle_id=vehicle_id, driver_id=driver_id, active_at=active_at
+    )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Assignment, ctx.now)
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, ASSIGNMENT_SORTING),
-                            AssignmentRead, "assignments.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, ASSIGNMENT_SORTING),
+            AssignmentRead,
+            "assignments.csv",
+        )
     rows, info = await paginate(ctx.session, stmt, params, ASSIGNMENT_SORTING)
-    return Page[AssignmentRead](data=[AssignmentRead.model_validate(r) for r in rows],
-                                pagination=info)
+    return Page[AssignmentRead](
+        data=[AssignmentRead.model_validate(r) for r in rows], pagination=info
+    )
 
 
-@assignments.post("", response_model=AssignmentRead, status_code=201,
-                  summary="Assign a driver to a vehicle (no overlaps for either)")
-async def create_assignment(body: AssignmentCreate, response: Response,
-                            ctx: Ctx = Depends(require(Permission.assignments_write))) -> Assignment:
+@assignments.post(
+    "",
+    response_model=AssignmentRead,
+    status_code=201,
+    summary="Assign a driver to a vehicle (no overlaps for either)",
+)
+async def create_assignment(
+    body: AssignmentCreate,
+    response: Response,
+    ctx: Ctx = Depends(require(Permission.assignments_write)),
+) -> Assignment:
     assignment = await service.create_assignment(ctx.session, ctx.actor, body)
     set_etag(response, assignment.version)
     response.headers["Location"] = f"/api/v1/assignments/{assignment.id}"
@@ -222,29 +282,39 @@ async def create_assignment(body: AssignmentCreate, response: Response,
 
 
 @assignments.get("/{assignment_id}", response_model=AssignmentRead, summary="Read an assignment")
-async def get_assignment(assignment_id: uuid.UUID, response: Response,
-                         ctx: Ctx = Depends(require(Permission.assignments_read))) -> Assignment:
+async def get_assignment(
+    assignment_id: uuid.UUID,
+    response: Response,
+    ctx: Ctx = Depends(require(Permission.assignments_read)),
+) -> Assignment:
     assignment = await service.get_assignment(ctx.session, ctx.actor, assignment_id, ctx.now)
     set_etag(response, assignment.version)
     return assignment
 
 
-@assignments.patch("/{assignment_id}", response_model=AssignmentRead,
-                   summary="End an assignment or change its notes")
+@assignments.patch(
+    "/{assignment_id}",
+    response_model=AssignmentRead,
+    summary="End an assignment or change its notes",
+)
 async def update_assignment(
-    assignment_id: uuid.UUID, body: AssignmentUpdate, response: Response,
+    assignment_id: uuid.UUID,
+    body: AssignmentUpdate,
+    response: Response,
     if_match: int | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.assignments_write)),
 ) -> Assignment:
-    assignment = await service.update_assignment(ctx.session, ctx.actor, assignment_id, body,
-                                                  if_match)
+    assignment = await service.update_assignment(
+        ctx.session, ctx.actor, assignment_id, body, if_match
+    )
     set_etag(response, assignment.version)
     return assignment
 
 
 @assignments.delete("/{assignment_id}", status_code=204, summary="Delete an assignment")
-async def delete_assignment(assignment_id: uuid.UUID,
-                            ctx: Ctx = Depends(require(Permission.assignments_write))) -> Response:
+async def delete_assignment(
+    assignment_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.assignments_write))
+) -> Response:
     await service.delete_assignment(ctx.session, ctx.actor, assignment_id)
     return Response(status_code=204)
 
@@ -252,8 +322,12 @@ async def delete_assignment(assignment_id: uuid.UUID,
 # --- devices -----------------------------------------------------------------------------
 
 
-@devices.get("", response_model=Page[DeviceRead], summary="List telematics devices",
-             description=f"Sortable by: {DEVICE_SORTING.describe()}.")
+@devices.get(
+    "",
+    response_model=Page[DeviceRead],
+    summary="List telematics devices",
+    description=f"Sortable by: {DEVICE_SORTING.describe()}.",
+)
 async def list_devices(
     vehicle_id: uuid.UUID | None = None,
     is_active: bool | None = None,
@@ -261,38 +335,52 @@ async def list_devices(
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.devices_read)),
 ) -> object:
-    stmt = service.devices_query(ctx.actor, vehicle_id=vehicle_id, is_active=is_active,
-                                 protocol=protocol)
+    stmt = service.devices_query(
+        ctx.actor, vehicle_id=vehicle_id, is_active=is_active, protocol=protocol
+    )
     if params.format == "csv":
-        return csv_response(stream_all(ctx.session, stmt, params, DEVICE_SORTING), DeviceRead,
-                            "devices.csv")
+        return csv_response(
+            stream_all(ctx.session, stmt, params, DEVICE_SORTING), DeviceRead, "devices.csv"
+        )
     rows, info = await paginate(ctx.session, stmt, params, DEVICE_SORTING)
     return Page[DeviceRead](data=[DeviceRead.model_validate(r) for r in rows], pagination=info)
 
 
-@devices.post("", response_model=DeviceWithCredential, status_code=201,
-              summary="Register a device; the response holds its credential, shown only once")
-async def create_device(body: DeviceCreate, response: Response,
-                        ctx: Ctx = Depends(require(Permission.devices_manage))) -> DeviceWithCredential:
+@devices.post(
+    "",
+    response_model=DeviceWithCredential,
+    status_code=201,
+    summary="Register a device; the response holds its credential, shown only once",
+)
+async def create_device(
+    body: DeviceCreate, response: Response, ctx: Ctx = Depends(require(Permission.devices_manage))
+) -> DeviceWithCredential:
     device, secret = await service.create_device(ctx.session, ctx.actor, body, ctx.now)
     set_etag(response, device.version)
     response.headers["Location"] = f"/api/v1/devices/{device.id}"
-    return DeviceWithCredential.model_validate({**DeviceRead.model_validate(device).model_dump(),
-                                                "credential": secret})
+    return DeviceWithCredential.model_validate(
+        {**DeviceRead.model_validate(device).model_dump(), "credential": secret}
+    )
 
 
 @devices.get("/{device_id}", response_model=DeviceRead, summary="Read a device")
-async def get_device(device_id: uuid.UUID, response: Response,
-                     ctx: Ctx = Depends(require(Permission.devices_read))) -> Device:
+async def get_device(
+    device_id: uuid.UUID, response: Response, ctx: Ctx = Depends(require(Permission.devices_read))
+) -> Device:
     device = await service.get_device(ctx.session, ctx.actor, device_id)
     set_etag(response, device.version)
     return device
 
 
-@devices.patch("/{device_id}", response_model=DeviceRead,
-               summary="Rename, (un)bind to a vehicle, or deactivate a device")
+@devices.patch(
+    "/{device_id}",
+    response_model=DeviceRead,
+    summary="Rename, (un)bind to a vehicle, or deactivate a device",
+)
 async def update_device(
-    device_id: uuid.UUID, body: DeviceUpdate, response: Response,
+    device_id: uuid.UUID,
+    body: DeviceUpdate,
+    response: Response,
     if_match: int | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.devices_manage)),
 ) -> Device:
@@ -301,10 +389,17 @@ async def update_device(
     return device
 
 
-@devices.post("/{device_id}/rotate-credential", response_model=DeviceWithCredential,
-              summary="Replace the device's credential; the old one stops working at once")
-async def rotate_credential(device_id: uuid.UUID,
-                            ctx: Ctx = Depends(require(Permission.devices_manage))) -> DeviceWithCredential:
-    device, secret = await service.rotate_device_credential(ctx.session, ctx.actor, device_id, ctx.now)
-    return DeviceWithCredential.model_validate({**DeviceRead.model_validate(device).model_dump(),
-                                                "credential": secret})
+@devices.post(
+    "/{device_id}/rotate-credential",
+    response_model=DeviceWithCredential,
+    summary="Replace the device's credential; the old one stops working at once",
+)
+async def rotate_credential(
+    device_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.devices_manage))
+) -> DeviceWithCredential:
+    device, secret = await service.rotate_device_credential(
+        ctx.session, ctx.actor, device_id, ctx.now
+    )
+    return DeviceWithCredential.model_validate(
+        {**DeviceRead.model_validate(device).model_dump(), "credential": secret}
+    )

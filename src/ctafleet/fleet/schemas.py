@@ -11,8 +11,17 @@ from ctafleet.tenants.schemas import validate_currency
 
 VehicleStatus = Literal["active", "in_shop", "out_of_service", "retired"]
 VehicleType = Literal[
-    "car", "suv", "pickup", "van", "truck", "heavy_truck", "bus", "motorcycle", "trailer",
-    "heavy_equipment", "other",
+    "car",
+    "suv",
+    "pickup",
+    "van",
+    "truck",
+    "heavy_truck",
+    "bus",
+    "motorcycle",
+    "trailer",
+    "heavy_equipment",
+    "other",
 ]
 FuelType = Literal["gasoline", "diesel", "electric", "hybrid", "cng", "lpg", "hydrogen", "other"]
 DriverStatus = Literal["active", "inactive", "suspended"]
@@ -105,7 +114,9 @@ class VehicleUpdate(Strict):
     odometer_m: int | None = Field(None, ge=0, le=MAX_ODOMETER_M)
     engine_hours_s: int | None = Field(None, ge=0, le=MAX_ENGINE_S)
     meter_correction_reason: str | None = Field(
-        None, min_length=3, max_length=500,
+        None,
+        min_length=3,
+        max_length=500,
         description="Required to lower the odometer or engine hours (an explicit correction).",
     )
 
@@ -240,7 +251,9 @@ class AssignmentRead(BaseModel):
 
 class DeviceCreate(Strict):
     unique_id: str = Field(
-        min_length=3, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$",
+        min_length=3,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
         description="The identifier the device reports (IMEI, OsmAnd device id).",
     )
     name: str = Field("", max_length=100)
@@ -264,7 +277,9 @@ class DeviceRead(BaseModel):
     protocol: str
     vehicle_id: uuid.UUID | None
     is_active: bool
-    credential_prefix: str = Field(description="First characters of the credential, to tell it apart.")
+    credential_prefix: str = Field(
+        description="First characters of the credential, to tell it apart."
+    )
     credential_rotated_at: datetime
     last_seen_at: datetime | None
     created_at: datetime
@@ -273,4 +288,6 @@ class DeviceRead(BaseModel):
 
 
 class DeviceWithCredential(DeviceRead):
-    credential: str = Field(description="The ingest credential. Shown only now: store it on the device.")
+    credential: str = Field(
+        description="The ingest credential. Shown only now: store it on the device."
+    )

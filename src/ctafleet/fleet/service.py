@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, or_, select
+from sqlalchemy import Select, and_, exists, false, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -32,7 +32,7 @@ from ctafleet.fleet.schemas import (
 )
 from ctafleet.fleet.vin import validate_vin
 
-DEVICE_SECRET_PREFIX = "ctd"
+DEVICE_SECRET_PREFIX = "ctd"  # noqa: S105 - a prefix, not a secret
 
 
 def _conflict(slug: str, detail: str, **extra: Any) -> Problem:
@@ -56,13 +56,17 @@ async def own_driver_id(session: AsyncSession, actor: Actor) -> uuid.UUID | None
         return None
     return (
         await session.scalars(
-            select(Driver.id).where(Driver.tenant_id == actor.tenant_id, Driver.user_id == actor.user_id)
+            select(Driver.id).where(
+                Driver.tenant_id == actor.tenant_id, Driver.user_id == actor.user_id
+            )
         )
     ).first()
 
 
 def _active_at(now: datetime) -> Any:
-    return and_(Assignment.starts_at <= now, or_(Assignment.ends_at.is_(None), Assignment.ends_at > now))
+    return and_(
+        Assignment.starts_at <= now, or_(Assignment.ends_at.is_(None), Assignment.ends_at > now)
+    )
 
 
 async def _restrict_own(
@@ -73,7 +77,7 @@ async def _restrict_own(
         return stmt
     driver_id = await own_driver_id(session, actor)
     if driver_id is None:
-        return stmt.where(False)  # noqa: FBT003 - a user not linked to a driver sees nothing
+        return stmt.where(false())
     if model is Driver:
         return stmt.where(Driver.id == driver_id)
     if model is Assignment:
@@ -81,21 +85,31 @@ async def _restrict_own(
     if model is Vehicle:
         return stmt.where(
             exists().where(
-                Assignment.vehicle_id == Vehicle.id, Assignment.driver_id == driver_id,
+                Assignment.vehicle_id == Vehicle.id,
+                Assignment.driver_id == driver_id,
                 _active_at(now),
             )
         )
-    return stmt.where(False)  # noqa: FBT003
+    return stmt.where(false())
 
 
 async def _get_visible(
-    session: AsyncSession, actor: Actor, model: type[Any], entity_id: uuid.UUID, entity: str,
-    now: datetime, *, for_update: bool = False,
+    session: AsyncSession,
+    actor: Actor,
+    model: type[Any],
+    entity_id: uuid.UUID,
+    entity: str,
+    now: datetime,
+    *,
+    for_update: bool = False,
 ) -> Any:
-    obj = await get_in_tenant(session, actor, model, entity_id, entity=entity, for_update=for_update)
+    obj = await get_in_tenant(
+        session, actor, model, entity_id, entity=entity, for_update=for_update
+    )
     if actor.own_records_only:
-        stmt = await _restrict_own(session, actor, select(model.id).where(model.id == entity_id),
-                                   model, now)
+        stmt = await _restrict_own(
+            session, actor, select(model.id).where(model.id == entity_id), model, now
+        )
         if (await session.scalars(stmt)).first() is None:
             raise not_found(entity)
     return obj
@@ -105,10 +119,15 @@ async def _get_visible(
 
 
 def vehicles_query(
-    actor: Actor, *, status: str | None = None, vehicle_type: str | None = None,
-    department: str | None = None, fuel_type: str | None = None, make: str | None = None,
+    actor: Actor,
+    *,
+    status: str | None = None,
+    vehicle_type: str | None = None,
+    department: str | None = None,
+    fuel_type: str | None = None,
+    make: str | None = None,
     q: str | None = None,
-) -> Select[tuple[Vehicle]]:
+) -> Select[Vehicle]:
     stmt = select(Vehicle).where(Vehicle.tenant_id == actor.tenant_id)
     if status:
         stmt = stmt.where(Vehicle.status == status)
@@ -132,20 +151,30 @@ def vehicles_query(
     return stmt
 
 
-async def scoped(session: AsyncSession, actor: Actor, stmt: Select[Any], model: type[Any],
-                 now: datetime) -> Select[Any]:
+async def scoped(
+    session: AsyncSession, actor: Actor, stmt: Select[Any], model: type[Any], now: datetime
+) -> Select[Any]:
     return await _restrict_own(session, actor, stmt, model, now)
 
 
-async def _unique_vehicle(session: AsyncSession, actor: Actor, vin: str, plate: str,
-                          jurisdiction: str, exclude: uuid.UUID | None = None) -> None:
+async def _unique_vehicle(
+    session: AsyncSession,
+    actor: Actor,
+    vin: str,
+    plate: str,
+    jurisdiction: str,
+    exclude: uuid.UUID | None = None,
+) -> None:
     base = select(Vehicle.id).where(Vehicle.tenant_id == actor.tenant_id)
     if exclude:
         base = base.where(Vehicle.id != exclude)
     if (await session.scalars(base.where(Vehicle.vin == vin))).first():
         raise _conflict("duplicate-vin", f"a vehicle with VIN {vin} already exists")
-    if (await session.scalars(base.where(Vehicle.plate == plate,
-                                         Vehicle.plate_jurisdiction == jurisdiction))).first():
+    if (
+        await session.scalars(
+            base.where(Vehicle.plate == plate, Vehicle.plate_jurisdiction == jurisdiction)
+        )
+    ).first():
         raise _conflict("duplicate-plate", f"plate {plate} ({jurisdiction}) is already registered")
 
 
@@ -153,32 +182,50 @@ async def create_vehicle(session: AsyncSession, actor: Actor, data: VehicleCreat
     values = data.model_dump()
     values["plate"] = values["plate"].upper()
     values["plate_jurisdiction"] = values["plate_jurisdiction"].upper()
-    await _unique_vehicle(session, actor, values["vin"], values["plate"], values["plate_jurisdiction"])
+    await _unique_vehicle(
+        session, actor, values["vin"], values["plate"], values["plate_jurisdiction"]
+    )
     vehicle = Vehicle(tenant_id=actor.tenant_id, **values)
     session.add(vehicle)
     await session.flush()
-    audit.record(session, actor, action="create", entity_type="vehicle", entity_id=vehicle.id,
-                 changes=audit.diff(None, audit.snapshot(vehicle)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="vehicle",
+        entity_id=vehicle.id,
+        changes=audit.diff(None, audit.snapshot(vehicle)),
+    )
     await _commit_unique(session, "the vehicle")
     return vehicle
 
 
-async def get_vehicle(session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID,
-                      now: datetime) -> Vehicle:
+async def get_vehicle(
+    session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID, now: datetime
+) -> Vehicle:
     vehicle: Vehicle = await _get_visible(session, actor, Vehicle, vehicle_id, "vehicle", now)
     return vehicle
 
 
 async def update_vehicle(
-    session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID, data: VehicleUpdate,
+    session: AsyncSession,
+    actor: Actor,
+    vehicle_id: uuid.UUID,
+    data: VehicleUpdate,
     if_match: int | None,
 ) -> Vehicle:
     vehicle = await get_in_tenant(session, actor, Vehicle, vehicle_id, entity="vehicle")
     check_version(vehicle.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     reason = changes.pop("meter_correction_reason", None)
-    nullable = {"tank_capacity_l", "purchase_date", "purchase_cost_minor", "purchase_currency",
-                "home_lat", "home_lon"}
+    nullable = {
+        "tank_capacity_l",
+        "purchase_date",
+        "purchase_cost_minor",
+        "purchase_currency",
+        "home_lat",
+        "home_lon",
+    }
     for key, value in changes.items():
         if value is None and key not in nullable:
             raise Problem(422, "validation-error", f"{key} cannot be null")
@@ -188,7 +235,8 @@ async def update_vehicle(
         if meter in changes and changes[meter] < getattr(vehicle, meter):
             if not reason:
                 raise Problem(
-                    422, "meter-rollback",
+                    422,
+                    "meter-rollback",
                     f"{meter} cannot go backwards ({getattr(vehicle, meter)} → {changes[meter]}) "
                     "without meter_correction_reason",
                 )
@@ -204,18 +252,32 @@ async def update_vehicle(
             changes[key] = changes[key].upper()
     merged = {**before, **changes}
     if merged["purchase_cost_minor"] is not None and merged["purchase_currency"] is None:
-        raise Problem(422, "validation-error", "purchase_currency is required with purchase_cost_minor")
+        raise Problem(
+            422, "validation-error", "purchase_currency is required with purchase_cost_minor"
+        )
     if (merged["home_lat"] is None) != (merged["home_lon"] is None):
         raise Problem(422, "validation-error", "home_lat and home_lon go together")
-    await _unique_vehicle(session, actor, merged["vin"], merged["plate"],
-                          merged["plate_jurisdiction"], exclude=vehicle.id)
+    await _unique_vehicle(
+        session,
+        actor,
+        merged["vin"],
+        merged["plate"],
+        merged["plate_jurisdiction"],
+        exclude=vehicle.id,
+    )
     for key, value in changes.items():
         setattr(vehicle, key, value)
     diff = audit.diff(before, audit.snapshot(vehicle))
     if corrected:
         diff["meter_correction_reason"] = {"before": None, "after": reason}
-    audit.record(session, actor, action="meter_correction" if corrected else "update",
-                 entity_type="vehicle", entity_id=vehicle.id, changes=diff)
+    audit.record(
+        session,
+        actor,
+        action="meter_correction" if corrected else "update",
+        entity_type="vehicle",
+        entity_id=vehicle.id,
+        changes=diff,
+    )
     await _commit_unique(session, "the vehicle")
     return vehicle
 
@@ -223,8 +285,9 @@ async def update_vehicle(
 async def record_meters(
     session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID, data: MeterReading, now: datetime
 ) -> Vehicle:
-    vehicle: Vehicle = await _get_visible(session, actor, Vehicle, vehicle_id, "vehicle", now,
-                                          for_update=True)
+    vehicle: Vehicle = await _get_visible(
+        session, actor, Vehicle, vehicle_id, "vehicle", now, for_update=True
+    )
     before = audit.snapshot(vehicle, ["odometer_m", "engine_hours_s"])
     for meter in ("odometer_m", "engine_hours_s"):
         value = getattr(data, meter)
@@ -232,13 +295,20 @@ async def record_meters(
             continue
         if value < getattr(vehicle, meter):
             raise Problem(
-                422, "meter-rollback",
+                422,
+                "meter-rollback",
                 f"{meter} {value} is below the current {getattr(vehicle, meter)}; a correction "
                 "needs PATCH with meter_correction_reason",
             )
         setattr(vehicle, meter, value)
-    audit.record(session, actor, action="meter_reading", entity_type="vehicle", entity_id=vehicle.id,
-                 changes=audit.diff(before, audit.snapshot(vehicle, ["odometer_m", "engine_hours_s"])))
+    audit.record(
+        session,
+        actor,
+        action="meter_reading",
+        entity_type="vehicle",
+        entity_id=vehicle.id,
+        changes=audit.diff(before, audit.snapshot(vehicle, ["odometer_m", "engine_hours_s"])),
+    )
     await session.commit()
     return vehicle
 
@@ -247,9 +317,12 @@ async def record_meters(
 
 
 def drivers_query(
-    actor: Actor, *, status: str | None = None, licence_expires_before: Any = None,
+    actor: Actor,
+    *,
+    status: str | None = None,
+    licence_expires_before: Any = None,
     q: str | None = None,
-) -> Select[tuple[Driver]]:
+) -> Select[Driver]:
     stmt = select(Driver).where(Driver.tenant_id == actor.tenant_id)
     if status:
         stmt = stmt.where(Driver.status == status)
@@ -257,14 +330,19 @@ def drivers_query(
         stmt = stmt.where(Driver.licence_expiry < licence_expires_before)
     if q:
         pattern = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        stmt = stmt.where(or_(Driver.last_name.ilike(pattern, escape="\\"),
-                              Driver.first_name.ilike(pattern, escape="\\"),
-                              Driver.employee_number.ilike(pattern, escape="\\")))
+        stmt = stmt.where(
+            or_(
+                Driver.last_name.ilike(pattern, escape="\\"),
+                Driver.first_name.ilike(pattern, escape="\\"),
+                Driver.employee_number.ilike(pattern, escape="\\"),
+            )
+        )
     return stmt
 
 
-async def _check_user_link(session: AsyncSession, actor: Actor, user_id: uuid.UUID | None,
-                           exclude: uuid.UUID | None = None) -> None:
+async def _check_user_link(
+    session: AsyncSession, actor: Actor, user_id: uuid.UUID | None, exclude: uuid.UUID | None = None
+) -> None:
     if user_id is None:
         return
     await get_in_tenant(session, actor, User, user_id, entity="user")
@@ -277,27 +355,43 @@ async def _check_user_link(session: AsyncSession, actor: Actor, user_id: uuid.UU
 
 async def create_driver(session: AsyncSession, actor: Actor, data: DriverCreate) -> Driver:
     await _check_user_link(session, actor, data.user_id)
-    if (await session.scalars(select(Driver.id).where(
-            Driver.tenant_id == actor.tenant_id,
-            Driver.employee_number == data.employee_number))).first():
-        raise _conflict("duplicate-employee-number",
-                        f"employee number {data.employee_number} is already used")
+    if (
+        await session.scalars(
+            select(Driver.id).where(
+                Driver.tenant_id == actor.tenant_id, Driver.employee_number == data.employee_number
+            )
+        )
+    ).first():
+        raise _conflict(
+            "duplicate-employee-number", f"employee number {data.employee_number} is already used"
+        )
     driver = Driver(tenant_id=actor.tenant_id, **data.model_dump())
     session.add(driver)
     await session.flush()
-    audit.record(session, actor, action="create", entity_type="driver", entity_id=driver.id,
-                 changes=audit.diff(None, audit.snapshot(driver)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="driver",
+        entity_id=driver.id,
+        changes=audit.diff(None, audit.snapshot(driver)),
+    )
     await _commit_unique(session, "the driver")
     return driver
 
 
-async def get_driver(session: AsyncSession, actor: Actor, driver_id: uuid.UUID, now: datetime) -> Driver:
+async def get_driver(
+    session: AsyncSession, actor: Actor, driver_id: uuid.UUID, now: datetime
+) -> Driver:
     driver: Driver = await _get_visible(session, actor, Driver, driver_id, "driver", now)
     return driver
 
 
 async def update_driver(
-    session: AsyncSession, actor: Actor, driver_id: uuid.UUID, data: DriverUpdate,
+    session: AsyncSession,
+    actor: Actor,
+    driver_id: uuid.UUID,
+    data: DriverUpdate,
     if_match: int | None,
 ) -> Driver:
     driver = await get_in_tenant(session, actor, Driver, driver_id, entity="driver")
@@ -308,15 +402,30 @@ async def update_driver(
             raise Problem(422, "validation-error", f"{key} cannot be null")
     if "user_id" in changes:
         await _check_user_link(session, actor, changes["user_id"], exclude=driver.id)
-    if "employee_number" in changes and (await session.scalars(select(Driver.id).where(
-            Driver.tenant_id == actor.tenant_id, Driver.id != driver.id,
-            Driver.employee_number == changes["employee_number"]))).first():
+    if (
+        "employee_number" in changes
+        and (
+            await session.scalars(
+                select(Driver.id).where(
+                    Driver.tenant_id == actor.tenant_id,
+                    Driver.id != driver.id,
+                    Driver.employee_number == changes["employee_number"],
+                )
+            )
+        ).first()
+    ):
         raise _conflict("duplicate-employee-number", "employee number is already used")
     before = audit.snapshot(driver)
     for key, value in changes.items():
         setattr(driver, key, value)
-    audit.record(session, actor, action="update", entity_type="driver", entity_id=driver.id,
-                 changes=audit.diff(before, audit.snapshot(driver)))
+    audit.record(
+        session,
+        actor,
+        action="update",
+        entity_type="driver",
+        entity_id=driver.id,
+        changes=audit.diff(before, audit.snapshot(driver)),
+    )
     await _commit_unique(session, "the driver")
     return driver
 
@@ -325,9 +434,12 @@ async def update_driver(
 
 
 def assignments_query(
-    actor: Actor, *, vehicle_id: uuid.UUID | None = None, driver_id: uuid.UUID | None = None,
+    actor: Actor,
+    *,
+    vehicle_id: uuid.UUID | None = None,
+    driver_id: uuid.UUID | None = None,
     active_at: datetime | None = None,
-) -> Select[tuple[Assignment]]:
+) -> Select[Assignment]:
     stmt = select(Assignment).where(Assignment.tenant_id == actor.tenant_id)
     if vehicle_id:
         stmt = stmt.where(Assignment.vehicle_id == vehicle_id)
@@ -338,8 +450,13 @@ def assignments_query(
     return stmt
 
 
-def _overlapping(column: Any, value: uuid.UUID, starts: datetime, ends: datetime | None,
-                 exclude: uuid.UUID | None) -> Select[tuple[Assignment]]:
+def _overlapping(
+    column: Any,
+    value: uuid.UUID,
+    starts: datetime,
+    ends: datetime | None,
+    exclude: uuid.UUID | None,
+) -> Select[Assignment]:
     stmt = select(Assignment).where(
         column == value,
         or_(Assignment.ends_at.is_(None), Assignment.ends_at > starts),
@@ -351,11 +468,18 @@ def _overlapping(column: Any, value: uuid.UUID, starts: datetime, ends: datetime
     return stmt.limit(1)
 
 
-async def _check_overlap(session: AsyncSession, vehicle_id: uuid.UUID, driver_id: uuid.UUID,
-                         starts: datetime, ends: datetime | None,
-                         exclude: uuid.UUID | None = None) -> None:
-    for column, value, what in ((Assignment.vehicle_id, vehicle_id, "vehicle"),
-                                (Assignment.driver_id, driver_id, "driver")):
+async def _check_overlap(
+    session: AsyncSession,
+    vehicle_id: uuid.UUID,
+    driver_id: uuid.UUID,
+    starts: datetime,
+    ends: datetime | None,
+    exclude: uuid.UUID | None = None,
+) -> None:
+    for column, value, what in (
+        (Assignment.vehicle_id, vehicle_id, "vehicle"),
+        (Assignment.driver_id, driver_id, "driver"),
+    ):
         clash = (await session.scalars(_overlapping(column, value, starts, ends, exclude))).first()
         if clash is not None:
             raise _conflict(
@@ -365,12 +489,16 @@ async def _check_overlap(session: AsyncSession, vehicle_id: uuid.UUID, driver_id
             )
 
 
-async def create_assignment(session: AsyncSession, actor: Actor, data: AssignmentCreate) -> Assignment:
+async def create_assignment(
+    session: AsyncSession, actor: Actor, data: AssignmentCreate
+) -> Assignment:
     # Row locks on both ends serialise concurrent assignments of the same vehicle or driver.
-    vehicle = await get_in_tenant(session, actor, Vehicle, data.vehicle_id, entity="vehicle",
-                                  for_update=True)
-    driver = await get_in_tenant(session, actor, Driver, data.driver_id, entity="driver",
-                                 for_update=True)
+    vehicle = await get_in_tenant(
+        session, actor, Vehicle, data.vehicle_id, entity="vehicle", for_update=True
+    )
+    driver = await get_in_tenant(
+        session, actor, Driver, data.driver_id, entity="driver", for_update=True
+    )
     if vehicle.status == "retired":
         raise _conflict("vehicle-retired", "a retired vehicle cannot be assigned")
     if driver.status != "active":
@@ -379,21 +507,32 @@ async def create_assignment(session: AsyncSession, actor: Actor, data: Assignmen
     assignment = Assignment(tenant_id=actor.tenant_id, **data.model_dump())
     session.add(assignment)
     await session.flush()
-    audit.record(session, actor, action="create", entity_type="assignment", entity_id=assignment.id,
-                 changes=audit.diff(None, audit.snapshot(assignment)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="assignment",
+        entity_id=assignment.id,
+        changes=audit.diff(None, audit.snapshot(assignment)),
+    )
     await session.commit()
     return assignment
 
 
-async def get_assignment(session: AsyncSession, actor: Actor, assignment_id: uuid.UUID,
-                         now: datetime) -> Assignment:
-    assignment: Assignment = await _get_visible(session, actor, Assignment, assignment_id,
-                                                "assignment", now)
+async def get_assignment(
+    session: AsyncSession, actor: Actor, assignment_id: uuid.UUID, now: datetime
+) -> Assignment:
+    assignment: Assignment = await _get_visible(
+        session, actor, Assignment, assignment_id, "assignment", now
+    )
     return assignment
 
 
 async def update_assignment(
-    session: AsyncSession, actor: Actor, assignment_id: uuid.UUID, data: AssignmentUpdate,
+    session: AsyncSession,
+    actor: Actor,
+    assignment_id: uuid.UUID,
+    data: AssignmentUpdate,
     if_match: int | None,
 ) -> Assignment:
     assignment = await get_in_tenant(session, actor, Assignment, assignment_id, entity="assignment")
@@ -406,22 +545,41 @@ async def update_assignment(
         ends = changes["ends_at"]
         if ends is not None and ends <= assignment.starts_at:
             raise Problem(422, "validation-error", "ends_at must be after starts_at")
-        await get_in_tenant(session, actor, Vehicle, assignment.vehicle_id, entity="vehicle",
-                            for_update=True)
-        await _check_overlap(session, assignment.vehicle_id, assignment.driver_id,
-                             assignment.starts_at, ends, exclude=assignment.id)
+        await get_in_tenant(
+            session, actor, Vehicle, assignment.vehicle_id, entity="vehicle", for_update=True
+        )
+        await _check_overlap(
+            session,
+            assignment.vehicle_id,
+            assignment.driver_id,
+            assignment.starts_at,
+            ends,
+            exclude=assignment.id,
+        )
     for key, value in changes.items():
         setattr(assignment, key, value)
-    audit.record(session, actor, action="update", entity_type="assignment", entity_id=assignment.id,
-                 changes=audit.diff(before, audit.snapshot(assignment)))
+    audit.record(
+        session,
+        actor,
+        action="update",
+        entity_type="assignment",
+        entity_id=assignment.id,
+        changes=audit.diff(before, audit.snapshot(assignment)),
+    )
     await session.commit()
     return assignment
 
 
 async def delete_assignment(session: AsyncSession, actor: Actor, assignment_id: uuid.UUID) -> None:
     assignment = await get_in_tenant(session, actor, Assignment, assignment_id, entity="assignment")
-    audit.record(session, actor, action="delete", entity_type="assignment", entity_id=assignment.id,
-                 changes=audit.diff(audit.snapshot(assignment), None))
+    audit.record(
+        session,
+        actor,
+        action="delete",
+        entity_type="assignment",
+        entity_id=assignment.id,
+        changes=audit.diff(audit.snapshot(assignment), None),
+    )
     await session.delete(assignment)
     await session.commit()
 
@@ -429,8 +587,13 @@ async def delete_assignment(session: AsyncSession, actor: Actor, assignment_id: 
 # --- devices -----------------------------------------------------------------------------
 
 
-def devices_query(actor: Actor, *, vehicle_id: uuid.UUID | None = None,
-                  is_active: bool | None = None, protocol: str | None = None) -> Select[tuple[Device]]:
+def devices_query(
+    actor: Actor,
+    *,
+    vehicle_id: uuid.UUID | None = None,
+    is_active: bool | None = None,
+    protocol: str | None = None,
+) -> Select[Device]:
     stmt = select(Device).where(Device.tenant_id == actor.tenant_id)
     if vehicle_id:
         stmt = stmt.where(Device.vehicle_id == vehicle_id)
@@ -446,21 +609,37 @@ def _new_credential() -> tuple[str, str, str]:
     return secret, digest(secret), secret[:10]
 
 
-async def create_device(session: AsyncSession, actor: Actor, data: DeviceCreate,
-                        now: datetime) -> tuple[Device, str]:
+async def create_device(
+    session: AsyncSession, actor: Actor, data: DeviceCreate, now: datetime
+) -> tuple[Device, str]:
     if data.vehicle_id is not None:
         await get_in_tenant(session, actor, Vehicle, data.vehicle_id, entity="vehicle")
     async with _system(session) as system:
-        taken = (await system.scalars(select(Device.id).where(Device.unique_id == data.unique_id))).first()
+        taken = (
+            await system.scalars(select(Device.id).where(Device.unique_id == data.unique_id))
+        ).first()
     if taken:
-        raise _conflict("duplicate-device", f"a device with id {data.unique_id} is already registered")
+        raise _conflict(
+            "duplicate-device", f"a device with id {data.unique_id} is already registered"
+        )
     secret, hashed, prefix = _new_credential()
-    device = Device(tenant_id=actor.tenant_id, credential_hash=hashed, credential_prefix=prefix,
-                    credential_rotated_at=now, **data.model_dump())
+    device = Device(
+        tenant_id=actor.tenant_id,
+        credential_hash=hashed,
+        credential_prefix=prefix,
+        credential_rotated_at=now,
+        **data.model_dump(),
+    )
     session.add(device)
     await session.flush()
-    audit.record(session, actor, action="create", entity_type="device", entity_id=device.id,
-                 changes=audit.diff(None, audit.snapshot(device)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="device",
+        entity_id=device.id,
+        changes=audit.diff(None, audit.snapshot(device)),
+    )
     await _commit_unique(session, "the device")
     return device, secret
 
@@ -469,8 +648,13 @@ async def get_device(session: AsyncSession, actor: Actor, device_id: uuid.UUID) 
     return await get_in_tenant(session, actor, Device, device_id, entity="device")
 
 
-async def update_device(session: AsyncSession, actor: Actor, device_id: uuid.UUID,
-                        data: DeviceUpdate, if_match: int | None) -> Device:
+async def update_device(
+    session: AsyncSession,
+    actor: Actor,
+    device_id: uuid.UUID,
+    data: DeviceUpdate,
+    if_match: int | None,
+) -> Device:
     device = await get_in_tenant(session, actor, Device, device_id, entity="device")
     check_version(device.version, if_match)
     changes = data.model_dump(exclude_unset=True)
@@ -482,26 +666,46 @@ async def update_device(session: AsyncSession, actor: Actor, device_id: uuid.UUI
     before = audit.snapshot(device)
     for key, value in changes.items():
         setattr(device, key, value)
-    audit.record(session, actor, action="update", entity_type="device", entity_id=device.id,
-                 changes=audit.diff(before, audit.snapshot(device)))
+    audit.record(
+        session,
+        actor,
+        action="update",
+        entity_type="device",
+        entity_id=device.id,
+        changes=audit.diff(before, audit.snapshot(device)),
+    )
     await session.commit()
     return device
 
 
-async def rotate_device_credential(session: AsyncSession, actor: Actor, device_id: uuid.UUID,
-                                   now: datetime) -> tuple[Device, str]:
-    device = await get_in_tenant(session, actor, Device, device_id, entity="device",
-                                 for_update=True)
+async def rotate_device_credential(
+    session: AsyncSession, actor: Actor, device_id: uuid.UUID, now: datetime
+) -> tuple[Device, str]:
+    device = await get_in_tenant(
+        session, actor, Device, device_id, entity="device", for_update=True
+    )
     before = audit.snapshot(device)
     secret, hashed, prefix = _new_credential()
-    device.credential_hash, device.credential_prefix, device.credential_rotated_at = hashed, prefix, now
-    audit.record(session, actor, action="rotate_credential", entity_type="device",
-                 entity_id=device.id, changes=audit.diff(before, audit.snapshot(device)))
+    device.credential_hash, device.credential_prefix, device.credential_rotated_at = (
+        hashed,
+        prefix,
+        now,
+    )
+    audit.record(
+        session,
+        actor,
+        action="rotate_credential",
+        entity_type="device",
+        entity_id=device.id,
+        changes=audit.diff(before, audit.snapshot(device)),
+    )
     await session.commit()
     return device, secret
 
 
-async def authenticate_device(session: AsyncSession, unique_id: str, credential: str) -> Device | None:
+async def authenticate_device(
+    session: AsyncSession, unique_id: str, credential: str
+) -> Device | None:
     """For ingest: the active device with this id and credential (system-scoped session)."""
     device = (await session.scalars(select(Device).where(Device.unique_id == unique_id))).first()
     if device is None or not device.is_active:

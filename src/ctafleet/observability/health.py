@@ -25,7 +25,7 @@ async def _timed(coro: Any) -> dict[str, Any]:
         result: dict[str, Any] = {"status": "ok"}
         if isinstance(detail, dict):
             result.update(detail)
-    except Exception as exc:  # noqa: BLE001 - any failure is reported, not raised
+    except Exception as exc:
         result = {"status": "error", "error": type(exc).__name__}
     result["latency_ms"] = round((time.perf_counter() - started) * 1000, 2)
     return result
@@ -63,8 +63,10 @@ async def readyz(ctx: PublicCtx = Depends(public())) -> JSONResponse:
     results = await checks(ctx.state)
     ready = all(r["status"] == "ok" for r in results.values())
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready",
-         "checks": {k: v["status"] for k, v in results.items()}},
+        {
+            "status": "ready" if ready else "not_ready",
+            "checks": {k: v["status"] for k, v in results.items()},
+        },
         status_code=200 if ready else 503,
     )
 

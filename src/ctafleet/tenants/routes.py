@@ -13,14 +13,17 @@ router = APIRouter(prefix="/tenant", tags=["tenant"])
 
 
 @router.get("", response_model=TenantRead, summary="Your organisation and its settings")
-async def get_tenant(response: Response, ctx: Ctx = Depends(require(Permission.tenant_read))) -> Tenant:
+async def get_tenant(
+    response: Response, ctx: Ctx = Depends(require(Permission.tenant_read))
+) -> Tenant:
     tenant = await service.get_tenant(ctx.session, ctx.actor)
     set_etag(response, tenant.version)
     return tenant
 
 
-@router.patch("", response_model=TenantRead,
-              summary="Change units, time zone, currency or the MFA policy")
+@router.patch(
+    "", response_model=TenantRead, summary="Change units, time zone, currency or the MFA policy"
+)
 async def update_tenant(
     body: TenantSettingsUpdate,
     response: Response,

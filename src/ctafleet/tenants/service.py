@@ -10,12 +10,22 @@ from ctafleet.audit import service as audit
 from ctafleet.auth.deps import Actor
 from ctafleet.auth.service import check_version
 from ctafleet.tenants.models import Tenant
-from ctafleet.tenants.schemas import SLUG, TenantSettingsUpdate, validate_currency, validate_timezone
+from ctafleet.tenants.schemas import (
+    SLUG,
+    TenantSettingsUpdate,
+    validate_currency,
+    validate_timezone,
+)
 
 
 async def create_tenant(
-    session: AsyncSession, *, slug: str, name: str, display_units: str = "metric",
-    timezone: str = "UTC", currency: str = "USD",
+    session: AsyncSession,
+    *,
+    slug: str,
+    name: str,
+    display_units: str = "metric",
+    timezone: str = "UTC",
+    currency: str = "USD",
 ) -> Tenant:
     """Platform operation (CLI): a new organisation. Needs a system-scoped session."""
     if not SLUG.match(slug):
@@ -26,13 +36,26 @@ async def create_tenant(
     validate_currency(currency)
     if (await session.scalars(select(Tenant).where(Tenant.slug == slug))).first():
         raise ValueError(f"a tenant with slug {slug!r} already exists")
-    tenant = Tenant(id=uuid.uuid4(), slug=slug, name=name, display_units=display_units,
-                    timezone=timezone, currency=currency, mfa_required_roles=[])
+    tenant = Tenant(
+        id=uuid.uuid4(),
+        slug=slug,
+        name=name,
+        display_units=display_units,
+        timezone=timezone,
+        currency=currency,
+        mfa_required_roles=[],
+    )
     session.add(tenant)
     await session.flush()
     actor = Actor(tenant_id=tenant.id, user_id=None, role="system")
-    audit.record(session, actor, action="create", entity_type="tenant", entity_id=tenant.id,
-                 changes=audit.diff(None, audit.snapshot(tenant)))
+    audit.record(
+        session,
+        actor,
+        action="create",
+        entity_type="tenant",
+        entity_id=tenant.id,
+        changes=audit.diff(None, audit.snapshot(tenant)),
+    )
     await session.commit()
     return tenant
 
@@ -55,7 +78,13 @@ async def update_tenant(
         raise Problem(422, "validation-error", "settings cannot be set to null")
     for key, value in changes.items():
         setattr(tenant, key, sorted(set(value)) if key == "mfa_required_roles" else value)
-    audit.record(session, actor, action="update", entity_type="tenant", entity_id=tenant.id,
-                 changes=audit.diff(before, audit.snapshot(tenant)))
+    audit.record(
+        session,
+        actor,
+        action="update",
+        entity_type="tenant",
+        entity_id=tenant.id,
+        changes=audit.diff(before, audit.snapshot(tenant)),
+    )
     await session.commit()
     return tenant

@@ -1,0 +1,52 @@
+# CTAFleet: `make demo` runs the whole system locally; `make test` runs every check CI runs.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+
+# Local services the tests use for real; override or unset to skip (CI sets
+# CTAFLEET_REQUIRE_SERVICES=1 so a missing service fails instead).
+export CTAFLEET_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
+export CTAFLEET_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+PYTEST_ARGS ?= -n auto
+
+.PHONY: demo test lint types pytest install install-dev docs clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CTAFleet needs Python 3.11 or newer")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed-main: $(BIN)/python requirements/main.lock pyproject.toml
+	$(BIN)/pip install --quiet -r requirements/main.lock
+	$(BIN)/pip install --quiet --no-deps -e .
+	@touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed-main requirements/dev.lock
+	$(BIN)/pip install --quiet -r requirements/dev.lock
+	@touch $@
+
+install: $(VENV)/.installed-main
+install-dev: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/ctafleet demo
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests
+
+types: install-dev
+	$(BIN)/mypy
+
+pytest: install-dev
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint types pytest
+
+docs: install
+	$(BIN)/ctafleet config docs
+	$(BIN)/ctafleet permissions docs
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
