@@ -308,3 +308,29 @@ def driver_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:
     }
     body.update(overrides)
     return body
+
+
+# --- the app's routes --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RouteInfo:
+    path: str  # full path, with the prefixes of every included router
+    methods: frozenset[str]
+    route: Any  # the route as declared (an APIRoute: endpoint, body_field, dependencies)
+
+
+def app_routes(app: Any) -> list[RouteInfo]:
+    """Every HTTP route of the app, flattened through included routers.
+
+    `app.routes` no longer lists included routers' routes directly; FastAPI's route contexts do.
+    """
+    from fastapi.routing import iter_route_contexts
+
+    out = []
+    for ctx in iter_route_contexts(app.routes):
+        methods = ctx.methods
+        if not methods or ctx.path is None:
+            continue  # mounts (static files)
+        out.append(RouteInfo(ctx.path, frozenset(methods), ctx.original_route))
+    return out

@@ -19,6 +19,7 @@ from ctafleet.api.middleware import (
     BodySizeLimitMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
+    UnhandledErrorMiddleware,
 )
 from ctafleet.api.ratelimit import RateLimiter
 from ctafleet.api.state import AppState
@@ -30,7 +31,9 @@ from ctafleet.config import Settings, get_settings
 from ctafleet.db.engine import Database
 from ctafleet.fleet.routes import routers as fleet_routers
 from ctafleet.observability.health import router as health_router
+from ctafleet.observability import metrics
 from ctafleet.observability.logging import configure_logging
+from ctafleet.observability.routes import router as metrics_router
 from ctafleet.tenants.routes import router as tenant_router
 from ctafleet.web.routes import router as web_router
 
@@ -51,6 +54,7 @@ updates accept `If-Match` with the `ETag` of the last read (a stale one answers 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
     settings = settings or get_settings()
     configure_logging(settings)
+    metrics.set_build_info("api")
     redis = None
     if settings.redis.url:
         import redis.asyncio as aioredis
@@ -89,11 +93,13 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         api.include_router(router)
     app.include_router(api)
     app.include_router(health_router)
+    app.include_router(metrics_router)
     app.include_router(web_router)
     app.mount("/static/swagger", StaticFiles(directory=SWAGGER_STATIC), name="swagger-static")
     app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
     # Added innermost first: the request-context middleware wraps everything.
+    app.add_middleware(UnhandledErrorMiddleware, debug=settings.debug)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=settings.http.cors_origins,
@@ -105,6 +111,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(metrics.HttpMetricsMiddleware)
     app.add_middleware(RequestContextMiddleware)
     return app
 

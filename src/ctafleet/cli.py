@@ -38,23 +38,36 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _settings(env_file: Path | None = None, **overrides: Any) -> Any:
-    from ctafleet.config import format_validation_error, load_settings
+    from ctafleet.config import format_validation_error, load_settings, settings_problems
 
     try:
         return load_settings(env_file, **overrides)
     except ValidationError as exc:
-        for line in format_validation_error(exc):
+        for line in settings_problems(env_file, **overrides) or format_validation_error(exc):
             typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
 
 
-@app.callback()
-def main(
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         typer.echo(__version__)
         raise typer.Exit(0)
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            help="Print the version and exit.",
+            # Eager: handled while parsing, before the group insists on a command.
+            callback=_print_version,
+            is_eager=True,
+        ),
+    ] = False,
+) -> None:
+    pass
 
 
 @app.command()
@@ -105,8 +118,8 @@ def demo(
 
     settings = _settings()
     if not os.environ.get("CTAFLEET_AUTH__SECRET_KEY"):
-        os.environ["CTAFLEET_AUTH__SECRET_KEY"] = demo_secret_key(settings.data_dir)
-        settings = _settings()
+        # An override rather than a write to os.environ: the command leaves its process as it was.
+        settings = _settings(auth={"secret_key": demo_secret_key(settings.data_dir)})
 
     async def setup() -> dict[str, Any]:
         await upgrade(settings.database_admin_url)

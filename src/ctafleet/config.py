@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -13,9 +14,42 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 DEFAULT_SECRET_KEY = "change-me-development-only-secret-key"  # noqa: S105 - the sentinel refused in production
 MIN_SECRET_BYTES = 32
+
+
+# The async driver each supported database needs; a URL without one gets it.
+ASYNC_DRIVERS = {"postgresql": "asyncpg", "sqlite": "aiosqlite"}
+
+
+def normalise_database_url(value: str) -> str:
+    """`postgresql://`, `postgres://` and `sqlite://` become their async-driver forms."""
+    if not value:
+        return value
+    if value.startswith("postgres://"):
+        value = "postgresql://" + value[len("postgres://") :]
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise ValueError(
+            "not a database URL; expected postgresql+asyncpg://user@host:5432/db"
+        ) from None
+    backend, driver = url.get_backend_name(), url.get_driver_name()
+    if backend not in ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database {backend!r}; use PostgreSQL (or SQLite)")
+    wanted = ASYNC_DRIVERS[backend]
+    if "+" not in url.drivername:
+        url = url.set(drivername=f"{backend}+{wanted}")
+    elif driver != wanted:
+        raise ValueError(f"driver {driver!r} is not supported; use {backend}+{wanted}://")
+    return url.render_as_string(hide_password=False)
+
+
+def is_sqlite_url(value: str) -> bool:
+    return value.split(":", 1)[0].split("+", 1)[0] == "sqlite"
 
 
 class Environment(StrEnum):
@@ -44,6 +78,11 @@ class DatabaseSettings(BaseModel):
     pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process.")
     max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
     echo: bool = Field(False, description="Log every SQL statement (development only).")
+
+    @field_validator("url", "admin_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return normalise_database_url(value.strip())
 
 
 class RedisSettings(BaseModel):
@@ -109,6 +148,11 @@ class ObservabilitySettings(BaseModel):
     traces_enabled: bool = Field(False, description="Export OpenTelemetry traces.")
     otlp_endpoint: str = Field("", description="OTLP endpoint for traces.")
     trace_sample_ratio: float = Field(0.1, ge=0, le=1, description="Share of traces sampled.")
+    metrics_token: SecretStr = Field(
+        SecretStr(""),
+        description="Bearer token Prometheus must send to `/metrics`. Empty: `/metrics` is open "
+        "(keep it off the public ingress).",
+    )
 
 
 class BackupSettings(BaseModel):
@@ -212,6 +256,10 @@ def production_problems(settings: Settings) -> list[str]:
         problems.append(
             "CTAFLEET_DATABASE__URL is empty (embedded SQLite); set a PostgreSQL URL in production"
         )
+    elif is_sqlite_url(settings.database.url):
+        problems.append(
+            "CTAFLEET_DATABASE__URL points to SQLite; set a PostgreSQL URL in production"
+        )
     return problems
 
 
@@ -226,6 +274,57 @@ def format_validation_error(exc: ValidationError) -> list[str]:
             continue
         var = "CTAFLEET_" + "__".join(p.upper() for p in loc) if loc else "(settings)"
         lines.append(f"{var}: {msg}")
+    return lines
+
+
+def _default_at(loc: tuple[str, ...]) -> tuple[tuple[str, ...], Any] | None:
+    """The field a validation error points at, and that field's default."""
+    model: type[BaseModel] = Settings
+    path: list[str] = []
+    for part in loc:
+        field = model.model_fields.get(part)
+        if field is None:
+            break
+        path.append(part)
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+            continue
+        factory = field.default_factory
+        return tuple(path), factory() if factory is not None else field.default  # type: ignore[call-arg]
+    return None
+
+
+def settings_problems(env_file: Path | str | None = None, **overrides: Any) -> list[str]:
+    """Every problem at once: invalid values, and the production refusals behind them.
+
+    Pydantic stops before the cross-field production checks when a single value is invalid;
+    here each invalid value is set aside (replaced by its default) and validation runs again.
+    """
+    lines: list[str] = []
+    patched: dict[str, Any] = copy.deepcopy(overrides)
+    for _ in range(len(Settings.model_fields) + 1):
+        try:
+            load_settings(env_file, **patched)
+        except ValidationError as exc:
+            new = [line for line in format_validation_error(exc) if line not in lines]
+            lines.extend(new)
+            progressed = False
+            for err in exc.errors():
+                target = _default_at(tuple(str(p) for p in err["loc"]))
+                if target is None:
+                    continue
+                path, default = target
+                node = patched
+                for part in path[:-1]:
+                    node = node.setdefault(part, {})
+                if node.get(path[-1], object()) != default:
+                    node[path[-1]] = default
+                    progressed = True
+            if not progressed:
+                break
+        else:
+            break
     return lines
 
 

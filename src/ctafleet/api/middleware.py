@@ -1,4 +1,5 @@
-"""Pure ASGI middleware: request id and access log, security headers, request size limit."""
+"""Pure ASGI middleware: request id and access log, security headers, request size limit,
+unhandled errors."""
 
 from __future__ import annotations
 
@@ -7,12 +8,14 @@ import time
 from typing import Any
 
 import structlog
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ctafleet.api.problems import PROBLEM_MEDIA_TYPE, problem_type
+from ctafleet.api.problems import PROBLEM_MEDIA_TYPE, internal_error_response, problem_type
 from ctafleet.api.requestid import new_request_id, set_request_id
 
 access_log = structlog.get_logger("ctafleet.access")
+error_log = structlog.get_logger("ctafleet.api")
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -182,3 +185,36 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+class UnhandledErrorMiddleware:
+    """Answers an unhandled exception with the 500 problem from inside the middleware stack.
+
+    Starlette's handler for `Exception` runs outside every middleware, so its answer would lack
+    the request id (header and body), the security headers and CORS. Installed innermost; with
+    `debug` the exception goes on to Starlette's traceback page instead.
+    """
+
+    def __init__(self, app: ASGIApp, debug: bool = False) -> None:
+        self.app = app
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            if started or self.debug:
+                raise
+            error_log.exception("unhandled_error", path=scope.get("path"))
+            await internal_error_response(Request(scope))(scope, receive, send)

@@ -7,18 +7,20 @@ import binascii
 import csv
 import io
 import json
+import math
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 from fastapi import Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
-from sqlalchemy import Select, and_, or_
+from sqlalchemy import BigInteger, Select, SmallInteger, TypeDecorator, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
+from sqlalchemy.types import TypeEngine
 
 from ctafleet.api.problems import Problem
 
@@ -70,22 +72,50 @@ def _to_json(value: Any) -> Any:
     return value
 
 
+def _column_type(column: InstrumentedAttribute[Any]) -> TypeEngine[Any]:
+    # A TypeDecorator (UTCDateTime) reports `object` as its Python type; its impl knows better.
+    kind = column.type
+    return kind.impl_instance if isinstance(kind, TypeDecorator) else kind
+
+
+def _int_bits(kind: TypeEngine[Any]) -> int:
+    if isinstance(kind, BigInteger):
+        return 64
+    if isinstance(kind, SmallInteger):
+        return 16
+    return 32
+
+
 def _from_json(value: Any, column: InstrumentedAttribute[Any]) -> Any:
-    if value is None:
-        return None
-    py = column.type.python_type
+    """A cursor value back as the column's type; ValueError for anything the database would
+    refuse (a 500), since a cursor is client input and may have been edited."""
+    kind = _column_type(column)
+    py = kind.python_type
+    if py in (datetime, date, uuid.UUID, str) and not isinstance(value, str):
+        raise ValueError("cursor value has the wrong type")
     if py is datetime:
-        return datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value)
+        if parsed.tzinfo is None:
+            raise ValueError("cursor timestamp has no time zone")
+        return parsed.astimezone(UTC)  # OverflowError at the ends of the calendar
     if py is date:
         return date.fromisoformat(value)
     if py is uuid.UUID:
         return uuid.UUID(value)
-    if py is int and isinstance(value, int):
+    if py is str:
+        if "\x00" in value:
+            raise ValueError("cursor value holds a NUL character")
+        value.encode()  # lone surrogates: UnicodeEncodeError, a ValueError
         return value
-    if py is str and isinstance(value, str):
+    if py is int and isinstance(value, int) and not isinstance(value, bool):
+        bits = _int_bits(kind)
+        if not -(2 ** (bits - 1)) <= value < 2 ** (bits - 1):
+            raise ValueError("cursor value is out of range")
         return value
-    if py is float and isinstance(value, int | float):
-        return value
+    if py is float and isinstance(value, int | float) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ValueError("cursor value is not finite")
+        return float(value)
     raise ValueError("cursor value has the wrong type")
 
 
@@ -121,17 +151,23 @@ class Sorting:
         return ", ".join(sorted(self.fields))
 
 
+def _resolve_sort(params: ListParams, sorting: Sorting) -> tuple[str, InstrumentedAttribute[Any]]:
+    sort = params.sort or sorting.default
+    column = sorting.fields.get(sort.lstrip("-"))
+    if column is None:
+        raise Problem(
+            400,
+            "invalid-sort",
+            f"cannot sort by {sort.lstrip('-')!r}; sortable fields: {sorting.describe()}",
+        )
+    return sort, column
+
+
 async def paginate(
     session: AsyncSession, stmt: Select[Any], params: ListParams, sorting: Sorting
 ) -> tuple[list[Any], PageInfo]:
-    sort = params.sort or sorting.default
+    sort, column = _resolve_sort(params, sorting)
     descending = sort.startswith("-")
-    name = sort.lstrip("-")
-    column = sorting.fields.get(name)
-    if column is None:
-        raise Problem(
-            400, "invalid-sort", f"cannot sort by {name!r}; sortable fields: {sorting.describe()}"
-        )
     tie = sorting.tiebreak
     if params.cursor:
         raw = decode_cursor(params.cursor, sort)
@@ -139,7 +175,7 @@ async def paginate(
             raise _bad_cursor()
         try:
             value, last_id = _from_json(raw[0], column), _from_json(raw[1], tie)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError, OverflowError) as exc:
             raise _bad_cursor() from exc
         if descending:
             stmt = stmt.where(or_(column < value, and_(column == value, tie < last_id)))
@@ -156,18 +192,34 @@ async def paginate(
     return rows, PageInfo(next_cursor=next_cursor, has_more=has_more)
 
 
-async def stream_all(
-    session: AsyncSession, stmt: Select[Any], params: ListParams, sorting: Sorting
+def stream_all(
+    session: AsyncSession,
+    stmt: Select[Any],
+    params: ListParams,
+    sorting: Sorting,
+    *,
+    page_size: int = MAX_LIMIT,
 ) -> AsyncIterator[Any]:
-    """Every row of the list, page by page (used by CSV export)."""
-    page = ListParams(limit=MAX_LIMIT, cursor=None, sort=params.sort, format="json")
-    while True:
-        rows, info = await paginate(session, stmt, page, sorting)
-        for row in rows:
-            yield row
-        if not info.has_more:
-            return
-        page = ListParams(limit=MAX_LIMIT, cursor=info.next_cursor, sort=params.sort, format="json")
+    """Every row of the list, page by page (used by CSV export).
+
+    The sort is checked now, not at the first row: by then a streaming response has sent its
+    200 status, and a bad request could only break the download half-way.
+    """
+    _resolve_sort(params, sorting)
+
+    async def rows() -> AsyncIterator[Any]:
+        page = ListParams(limit=page_size, cursor=None, sort=params.sort, format="json")
+        while True:
+            batch, info = await paginate(session, stmt, page, sorting)
+            for row in batch:
+                yield row
+            if not info.has_more:
+                return
+            page = ListParams(
+                limit=page_size, cursor=info.next_cursor, sort=params.sort, format="json"
+            )
+
+    return rows()
 
 
 def _csv_cell(value: Any) -> str:

@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctafleet.api.requestid import current_request_id
@@ -31,6 +32,30 @@ _STATUS_SLUGS = {
     500: ("internal-error", "Internal server error"),
     503: ("unavailable", "Service unavailable"),
 }
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(
+        description="Where: `body`, `query`, `path` or `header`, then the field names."
+    )
+    msg: str
+    type: str | None = None
+
+
+class ProblemDetails(BaseModel):
+    """RFC 9457 problem details; some problems add fields of their own."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+
+    type: str = Field(description="Stable identifier of the kind of problem (`/problems/<slug>`).")
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = Field(None, description="The request path.")
+    request_id: str | None = Field(description="Also in the server's logs; quote it in reports.")
+    errors: list[FieldError] | None = Field(
+        None, description="Validation problems only: each field that did not match."
+    )
 
 
 def problem_type(slug: str) -> str:
@@ -96,6 +121,8 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def install(app: FastAPI) -> None:
+    document(app)
+
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
@@ -117,18 +144,90 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         slug, title = _STATUS_SLUGS.get(exc.status_code, ("error", "Error"))
-        detail = exc.detail if isinstance(exc.detail, str) and exc.detail != title else None
-        return problem_response(
-            request, exc.status_code, slug, title, detail, dict(exc.headers or {})
+        # Starlette's own details ("Not Found") only repeat the title.
+        detail = (
+            exc.detail
+            if isinstance(exc.detail, str) and exc.detail.lower() != title.lower()
+            else None
         )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
+        return problem_response(request, exc.status_code, slug, title, detail, headers)
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        # Last resort for errors outside the middleware stack; see UnhandledErrorMiddleware.
         log.exception("unhandled_error", path=request.url.path)
-        return problem_response(
-            request,
-            500,
-            "internal-error",
-            "Internal server error",
-            "an unexpected error occurred; quote the request id when reporting it",
-        )
+        return internal_error_response(request)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    from fastapi.routing import iter_route_contexts
+
+    path = request.url.path
+    methods: set[str] = set()
+    for route in iter_route_contexts(request.app.routes):
+        regex = getattr(route, "path_regex", None)
+        if route.methods and regex is not None and regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
+def internal_error_response(request: Request | None) -> JSONResponse:
+    return problem_response(
+        request,
+        500,
+        "internal-error",
+        "Internal server error",
+        "an unexpected error occurred; quote the request id when reporting it",
+    )
+
+
+def document(app: FastAPI) -> None:
+    """Describes error answers in the OpenAPI schema as they are: problem+json, any 4xx or 5xx.
+
+    FastAPI documents only its own 422 (as `application/json` with another shape); clients and
+    schema-driven tests need the real contract.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = generate()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "Problem" not in components:
+            _add_problem_responses(schema, components)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_problem_responses(schema: dict[str, Any], components: dict[str, Any]) -> None:
+    model = ProblemDetails.model_json_schema(ref_template="#/components/schemas/{model}")
+    components.update(model.pop("$defs", {}))
+    components["Problem"] = model
+    ref = {"$ref": "#/components/schemas/Problem"}
+    problem = {"content": {PROBLEM_MEDIA_TYPE: {"schema": ref}}}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            if "422" in responses:
+                responses["422"] = {
+                    "description": "The request does not match the schema",
+                    **problem,
+                }
+            responses.setdefault("4XX", {"description": "Client error", **problem})
+            responses.setdefault("5XX", {"description": "Server error", **problem})
+            params = operation.get("parameters", [])
+            if any(p.get("in") == "query" and p.get("name") == "format" for p in params):
+                # `format=csv` streams the same list as CSV.
+                for status, response in responses.items():
+                    if status.startswith("2") and "content" in response:
+                        response["content"]["text/csv"] = {"schema": {"type": "string"}}
+    text = str(schema.get("paths"))
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}" not in text:
+            components.pop(unused, None)

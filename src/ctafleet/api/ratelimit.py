@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 import time
 
+import structlog
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
+from limits.errors import StorageError
 
 from ctafleet.api.problems import Problem
+
+log = structlog.get_logger("ctafleet.ratelimit")
+STORE_RETRY_AFTER_S = 5
 
 
 class RateLimiter:
@@ -18,7 +23,12 @@ class RateLimiter:
         storage: Storage
         if redis_url:
             storage = RedisStorage(
-                "async+" + redis_url, implementation="redispy", key_prefix=key_prefix
+                "async+" + redis_url,
+                implementation="redispy",
+                key_prefix=key_prefix,
+                wrap_exceptions=True,
+                socket_timeout=2,
+                socket_connect_timeout=2,
             )
         else:
             storage = MemoryStorage()
@@ -35,9 +45,19 @@ class RateLimiter:
     async def hit(self, limit: str, *identifiers: str) -> None:
         """Counts one request; raises a 429 problem with Retry-After when over the limit."""
         item = self._item(limit)
-        if await self.strategy.hit(item, *identifiers):
-            return
-        stats = await self.strategy.get_window_stats(item, *identifiers)
+        try:
+            if await self.strategy.hit(item, *identifiers):
+                return
+            stats = await self.strategy.get_window_stats(item, *identifiers)
+        except StorageError as exc:
+            # Fail closed, but as the temporary outage it is rather than a 500.
+            log.error("rate_limit_store_unavailable", error=type(exc.storage_error).__name__)
+            raise Problem(
+                503,
+                "unavailable",
+                "the rate-limit store is unreachable; retry shortly",
+                headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
+            ) from exc
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
         raise Problem(
             429,

@@ -82,13 +82,6 @@ def require(permission: Permission) -> Callable[..., Any]:
             claims = decode_access_token(state.settings.auth, credentials.credentials, now)
         except InvalidToken as exc:
             raise _unauthorized("the access token is invalid or expired") from exc
-        if claims.mfa_pending and permission not in MFA_PENDING_ALLOWED:
-            raise Problem(
-                403,
-                "mfa-enrolment-required",
-                "your role requires two-factor authentication: enrol at "
-                "POST /api/v1/auth/mfa/setup, then log in again",
-            )
         async with state.db.tenant_session(claims.tenant_id) as session:
             row = (
                 await session.execute(
@@ -110,6 +103,16 @@ def require(permission: Permission) -> Callable[..., Any]:
                 or auth_session.expires_at <= now
             ):
                 raise _unauthorized("the session has ended; log in again")
+            # Checked after the session: an ended session is a 401 whatever the token says. The
+            # session's flag also covers tokens issued before a policy change reached it.
+            pending = claims.mfa_pending or not auth_session.mfa_verified
+            if pending and permission not in MFA_PENDING_ALLOWED:
+                raise Problem(
+                    403,
+                    "mfa-enrolment-required",
+                    "your role requires two-factor authentication: enrol at "
+                    "POST /api/v1/auth/mfa/setup, then log in again",
+                )
             if not allowed(user.role, permission):
                 raise Problem(403, "forbidden", f"your role may not do this ({permission.value})")
             await state.limiter.hit(state.settings.auth.api_rate_limit, "user", str(user.id))

@@ -8,9 +8,10 @@ from datetime import datetime, timedelta
 
 import pyotp
 import structlog
-from sqlalchemy import func, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from ctafleet.api.problems import Problem
 from ctafleet.api.state import AppState
@@ -79,9 +80,21 @@ async def _check_second_factor(
         )
     if code.isdigit() and len(code) == 6:
         step = _totp_step(user, code, now)
-        if step is None or (user.totp_last_step is not None and step <= user.totp_last_step):
+        if step is None:
             raise _invalid_credentials()
-        user.totp_last_step = step
+        # A conditional UPDATE rather than read-compare-write: of two logins racing with the
+        # same code exactly one wins. A bulk UPDATE also leaves the row's version (ETag) alone.
+        claimed = await session.execute(
+            update(User)
+            .where(
+                User.id == user.id,
+                or_(User.totp_last_step.is_(None), User.totp_last_step < step),
+            )
+            .values(totp_last_step=step)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:  # type: ignore[attr-defined]
+            raise _invalid_credentials()
         return "totp"
     used = await session.execute(
         update(RecoveryCode)
@@ -176,11 +189,19 @@ async def login(
                     entity_type="user",
                     entity_id=user.id,
                 )
-        tenant = await session.get(Tenant, user.tenant_id)
-        required = tenant is not None and user.role in (tenant.mfa_required_roles or [])
+        required = await _mfa_required(session, user)
+        # Bookkeeping goes through a bulk UPDATE: bumping the row's version here would make
+        # concurrent logins of one user fail (500) and an admin's If-Match go stale on every
+        # login of the user being edited.
+        bookkeeping: dict[str, object] = {"last_login_at": now}
         if needs_rehash(user.password_hash):
-            user.password_hash = hash_password(password)
-        user.last_login_at = now
+            bookkeeping["password_hash"] = hash_password(password)
+        await session.execute(
+            update(User)
+            .where(User.id == user.id)
+            .values(**bookkeeping)
+            .execution_options(synchronize_session=False)
+        )
         auth_session = AuthSession(
             id=uuid.uuid4(),
             tenant_id=user.tenant_id,
@@ -195,6 +216,12 @@ async def login(
         audit.record(session, actor, action="login", entity_type="user", entity_id=user.id)
         await session.commit()
         return pair
+
+
+async def _mfa_required(session: AsyncSession, user: User) -> bool:
+    """Does the tenant's policy require a second factor for the user's role?"""
+    tenant = await session.get(Tenant, user.tenant_id)
+    return tenant is not None and user.role in (tenant.mfa_required_roles or [])
 
 
 async def refresh(
@@ -242,6 +269,11 @@ async def refresh(
         if auth_session.revoked_at is not None or token.expires_at <= now or not user.is_active:
             await session.rollback()
             raise Problem(401, "invalid-refresh-token", "the session has ended; log in again")
+        # The tenant's MFA policy may have changed since login: apply it at the next rotation
+        # instead of letting a session live unrestricted for the refresh token's lifetime. Any
+        # live session of a user with TOTP passed it at login (enrolment and reset end the
+        # others), so only users without TOTP can become pending.
+        auth_session.mfa_verified = user.totp_enabled or not await _mfa_required(session, user)
         pair = await _issue(session, state, user, auth_session, now)
         await session.commit()
         return pair
@@ -299,7 +331,7 @@ async def change_password(
         entity_id=user.id,
         changes=audit.diff({"password_hash": "old"}, {"password_hash": "new"}),
     )
-    await session.commit()
+    await _commit_versioned(session)
 
 
 def _enforce_policy(settings: Settings, password: str, email: str, name: str) -> None:
@@ -323,7 +355,7 @@ async def mfa_setup(session: AsyncSession, actor: Actor, user: User) -> tuple[st
     secret = pyotp.random_base32()
     user.totp_secret = secret
     audit.record(session, actor, action="mfa_setup_started", entity_type="user", entity_id=user.id)
-    await session.commit()
+    await _commit_versioned(session)
     uri = pyotp.TOTP(secret).provisioning_uri(name=user.email, issuer_name=TOTP_ISSUER)
     return secret, uri
 
@@ -352,7 +384,7 @@ async def mfa_verify(
     # Tokens issued before enrolment carried mfa_pending: end those sessions.
     await revoke_all_sessions(session, user.id, now, "mfa_enabled")
     audit.record(session, actor, action="mfa_enabled", entity_type="user", entity_id=user.id)
-    await session.commit()
+    await _commit_versioned(session)
     return codes
 
 
@@ -403,18 +435,23 @@ async def update_user(
     user = await get_in_tenant(session, actor, User, user_id, entity="user")
     check_version(user.version, if_match)
     before = audit.snapshot(user)
-    changes = data.model_dump(exclude_unset=True)
-    if user.id == actor.user_id and (
-        changes.get("role", user.role) != user.role or changes.get("is_active") is False
-    ):
+    # An explicit null means "leave as is"; a field sent with its current value is no change
+    # (clients that send the whole object back must not end sessions or trip the self-check).
+    changes = {
+        key: value
+        for key, value in data.model_dump(exclude_unset=True).items()
+        if value is not None and value != getattr(user, key)
+    }
+    if user.id == actor.user_id and ("role" in changes or changes.get("is_active") is False):
         raise Problem(
             409,
             "cannot-demote-self",
             "you cannot change your own role or deactivate yourself; ask another admin",
         )
+    if not changes:
+        return user  # nothing to write, and nothing worth an audit event
     for key, value in changes.items():
-        if value is not None:
-            setattr(user, key, value)
+        setattr(user, key, value)
     if changes.get("is_active") is False or "role" in changes:
         await revoke_all_sessions(session, user.id, now, "user_changed")
     audit.record(
@@ -425,7 +462,7 @@ async def update_user(
         entity_id=user.id,
         changes=audit.diff(before, audit.snapshot(user)),
     )
-    await session.commit()
+    await _commit_versioned(session, if_match)
     return user
 
 
@@ -441,8 +478,27 @@ async def reset_mfa(session: AsyncSession, actor: Actor, user_id: uuid.UUID, now
     )
     await revoke_all_sessions(session, user.id, now, "mfa_reset")
     audit.record(session, actor, action="mfa_reset", entity_type="user", entity_id=user.id)
-    await session.commit()
+    await _commit_versioned(session)
     return user
+
+
+async def _commit_versioned(session: AsyncSession, if_match: int | None = None) -> None:
+    """Commit a change to a versioned row; losing a race to another writer is a 412/409."""
+    try:
+        await session.commit()
+    except StaleDataError as exc:
+        await session.rollback()
+        if if_match is not None:
+            raise Problem(
+                412,
+                "precondition-failed",
+                "the object changed while this request ran; fetch it again and retry",
+            ) from exc
+        raise Problem(
+            409,
+            "concurrent-update",
+            "the object was changed by another request at the same time; retry",
+        ) from exc
 
 
 def check_version(current: int, if_match: int | None) -> None:

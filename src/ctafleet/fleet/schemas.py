@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Literal, Self
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -216,12 +216,19 @@ class DriverRead(BaseModel):
     version: int
 
 
+def _utc(value: datetime | None) -> datetime | None:
+    # Stored as UTC: answer the create with what a later read returns, whatever offset came in.
+    return None if value is None else value.astimezone(UTC)
+
+
 class AssignmentCreate(Strict):
     vehicle_id: uuid.UUID
     driver_id: uuid.UUID
     starts_at: AwareDatetime
     ends_at: AwareDatetime | None = Field(None, description="Open-ended when omitted.")
     notes: str = Field("", max_length=2000)
+
+    _in_utc = field_validator("starts_at", "ends_at")(_utc)
 
     @model_validator(mode="after")
     def _order(self) -> Self:
@@ -233,6 +240,8 @@ class AssignmentCreate(Strict):
 class AssignmentUpdate(Strict):
     ends_at: AwareDatetime | None = None
     notes: str | None = Field(None, max_length=2000)
+
+    _in_utc = field_validator("ends_at")(_utc)
 
 
 class AssignmentRead(BaseModel):

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Select, and_, exists, false, or_, select
+from sqlalchemy import Select, and_, exists, false, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
 
 from ctafleet.api.problems import Problem, not_found
 from ctafleet.audit import service as audit
@@ -39,13 +41,64 @@ def _conflict(slug: str, detail: str, **extra: Any) -> Problem:
     return Problem(409, slug, detail, **extra)
 
 
-async def _commit_unique(session: AsyncSession, what: str) -> None:
-    """Commit; a unique-constraint race becomes a 409, never a 500."""
+Recheck = Callable[[], Awaitable[None]]
+
+
+async def _write(
+    session: AsyncSession,
+    what: str,
+    *,
+    commit: bool = True,
+    recheck: Recheck | None = None,
+    if_match: int | None = None,
+) -> None:
+    """Flush (and commit); losing a race to a concurrent writer is a 409/412, never a 500.
+
+    The uniqueness checks before a write cannot see a concurrent transaction's uncommitted row,
+    so the database constraint has the last word; `recheck` then re-runs the checks against the
+    committed winner to name the exact conflict.
+    """
     try:
-        await session.commit()
+        if commit:
+            await session.commit()
+        else:
+            await session.flush()
     except IntegrityError as exc:
         await session.rollback()
+        if recheck is not None:
+            await recheck()
         raise _conflict("duplicate", f"{what} conflicts with an existing record") from exc
+    except StaleDataError as exc:
+        await session.rollback()
+        if if_match is not None:
+            raise Problem(
+                412,
+                "precondition-failed",
+                f"{what} changed while you were changing it; fetch it again and retry",
+            ) from exc
+        raise _conflict(
+            "concurrent-update", f"{what} changed while you were changing it; retry"
+        ) from exc
+
+
+async def _lock(session: AsyncSession, obj: Any) -> None:
+    """Read the row again under a lock held until commit, so that check-then-write sequences on
+    it do not interleave.
+
+    PostgreSQL locks the row (SELECT ... FOR UPDATE). SQLite has no row locks, and its driver
+    opens a transaction only at the first write, so a no-op write takes the database's write
+    lock. Take it after every check that may audit a cross-tenant probe: that audit is written
+    from a second session, which would wait on this lock.
+    """
+    sqlite = session.get_bind().dialect.name == "sqlite"
+    if sqlite:
+        table = type(obj).__table__
+        await session.execute(
+            update(table)
+            .where(table.c.id == obj.id)
+            .values(version=table.c.version, updated_at=table.c.updated_at)
+        )
+    await session.refresh(obj, with_for_update=not sqlite)
 
 
 # --- the driver's own records ------------------------------------------------------------
@@ -100,12 +153,8 @@ async def _get_visible(
     entity_id: uuid.UUID,
     entity: str,
     now: datetime,
-    *,
-    for_update: bool = False,
 ) -> Any:
-    obj = await get_in_tenant(
-        session, actor, model, entity_id, entity=entity, for_update=for_update
-    )
+    obj = await get_in_tenant(session, actor, model, entity_id, entity=entity)
     if actor.own_records_only:
         stmt = await _restrict_own(
             session, actor, select(model.id).where(model.id == entity_id), model, now
@@ -185,9 +234,15 @@ async def create_vehicle(session: AsyncSession, actor: Actor, data: VehicleCreat
     await _unique_vehicle(
         session, actor, values["vin"], values["plate"], values["plate_jurisdiction"]
     )
+
+    async def recheck() -> None:
+        await _unique_vehicle(
+            session, actor, values["vin"], values["plate"], values["plate_jurisdiction"]
+        )
+
     vehicle = Vehicle(tenant_id=actor.tenant_id, **values)
     session.add(vehicle)
-    await session.flush()
+    await _write(session, "the vehicle", commit=False, recheck=recheck)
     audit.record(
         session,
         actor,
@@ -196,7 +251,7 @@ async def create_vehicle(session: AsyncSession, actor: Actor, data: VehicleCreat
         entity_id=vehicle.id,
         changes=audit.diff(None, audit.snapshot(vehicle)),
     )
-    await _commit_unique(session, "the vehicle")
+    await _write(session, "the vehicle", recheck=recheck)
     return vehicle
 
 
@@ -215,6 +270,7 @@ async def update_vehicle(
     if_match: int | None,
 ) -> Vehicle:
     vehicle = await get_in_tenant(session, actor, Vehicle, vehicle_id, entity="vehicle")
+    await _lock(session, vehicle)
     check_version(vehicle.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     reason = changes.pop("meter_correction_reason", None)
@@ -257,14 +313,18 @@ async def update_vehicle(
         )
     if (merged["home_lat"] is None) != (merged["home_lon"] is None):
         raise Problem(422, "validation-error", "home_lat and home_lon go together")
-    await _unique_vehicle(
-        session,
-        actor,
-        merged["vin"],
-        merged["plate"],
-        merged["plate_jurisdiction"],
-        exclude=vehicle.id,
-    )
+
+    async def recheck() -> None:
+        await _unique_vehicle(
+            session,
+            actor,
+            merged["vin"],
+            merged["plate"],
+            merged["plate_jurisdiction"],
+            exclude=vehicle.id,
+        )
+
+    await recheck()
     for key, value in changes.items():
         setattr(vehicle, key, value)
     diff = audit.diff(before, audit.snapshot(vehicle))
@@ -278,16 +338,15 @@ async def update_vehicle(
         entity_id=vehicle.id,
         changes=diff,
     )
-    await _commit_unique(session, "the vehicle")
+    await _write(session, "the vehicle", recheck=recheck, if_match=if_match)
     return vehicle
 
 
 async def record_meters(
     session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID, data: MeterReading, now: datetime
 ) -> Vehicle:
-    vehicle: Vehicle = await _get_visible(
-        session, actor, Vehicle, vehicle_id, "vehicle", now, for_update=True
-    )
+    vehicle: Vehicle = await _get_visible(session, actor, Vehicle, vehicle_id, "vehicle", now)
+    await _lock(session, vehicle)
     before = audit.snapshot(vehicle, ["odometer_m", "engine_hours_s"])
     for meter in ("odometer_m", "engine_hours_s"):
         value = getattr(data, meter)
@@ -309,7 +368,7 @@ async def record_meters(
         entity_id=vehicle.id,
         changes=audit.diff(before, audit.snapshot(vehicle, ["odometer_m", "engine_hours_s"])),
     )
-    await session.commit()
+    await _write(session, "the vehicle")
     return vehicle
 
 
@@ -353,21 +412,27 @@ async def _check_user_link(
         raise _conflict("user-already-linked", "this user is already linked to another driver")
 
 
+async def _unique_employee_number(
+    session: AsyncSession, actor: Actor, number: str, exclude: uuid.UUID | None = None
+) -> None:
+    stmt = select(Driver.id).where(
+        Driver.tenant_id == actor.tenant_id, Driver.employee_number == number
+    )
+    if exclude is not None:
+        stmt = stmt.where(Driver.id != exclude)
+    if (await session.scalars(stmt)).first():
+        raise _conflict("duplicate-employee-number", f"employee number {number} is already used")
+
+
 async def create_driver(session: AsyncSession, actor: Actor, data: DriverCreate) -> Driver:
-    await _check_user_link(session, actor, data.user_id)
-    if (
-        await session.scalars(
-            select(Driver.id).where(
-                Driver.tenant_id == actor.tenant_id, Driver.employee_number == data.employee_number
-            )
-        )
-    ).first():
-        raise _conflict(
-            "duplicate-employee-number", f"employee number {data.employee_number} is already used"
-        )
+    async def recheck() -> None:
+        await _check_user_link(session, actor, data.user_id)
+        await _unique_employee_number(session, actor, data.employee_number)
+
+    await recheck()
     driver = Driver(tenant_id=actor.tenant_id, **data.model_dump())
     session.add(driver)
-    await session.flush()
+    await _write(session, "the driver", commit=False, recheck=recheck)
     audit.record(
         session,
         actor,
@@ -376,7 +441,7 @@ async def create_driver(session: AsyncSession, actor: Actor, data: DriverCreate)
         entity_id=driver.id,
         changes=audit.diff(None, audit.snapshot(driver)),
     )
-    await _commit_unique(session, "the driver")
+    await _write(session, "the driver", recheck=recheck)
     return driver
 
 
@@ -395,26 +460,22 @@ async def update_driver(
     if_match: int | None,
 ) -> Driver:
     driver = await get_in_tenant(session, actor, Driver, driver_id, entity="driver")
-    check_version(driver.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None and key not in ("email", "phone", "user_id"):
             raise Problem(422, "validation-error", f"{key} cannot be null")
-    if "user_id" in changes:
-        await _check_user_link(session, actor, changes["user_id"], exclude=driver.id)
-    if (
-        "employee_number" in changes
-        and (
-            await session.scalars(
-                select(Driver.id).where(
-                    Driver.tenant_id == actor.tenant_id,
-                    Driver.id != driver.id,
-                    Driver.employee_number == changes["employee_number"],
-                )
+
+    async def recheck() -> None:
+        if "user_id" in changes:
+            await _check_user_link(session, actor, changes["user_id"], exclude=driver.id)
+        if "employee_number" in changes:
+            await _unique_employee_number(
+                session, actor, changes["employee_number"], exclude=driver.id
             )
-        ).first()
-    ):
-        raise _conflict("duplicate-employee-number", "employee number is already used")
+
+    await recheck()
+    await _lock(session, driver)
+    check_version(driver.version, if_match)
     before = audit.snapshot(driver)
     for key, value in changes.items():
         setattr(driver, key, value)
@@ -426,7 +487,7 @@ async def update_driver(
         entity_id=driver.id,
         changes=audit.diff(before, audit.snapshot(driver)),
     )
-    await _commit_unique(session, "the driver")
+    await _write(session, "the driver", recheck=recheck, if_match=if_match)
     return driver
 
 
@@ -492,13 +553,12 @@ async def _check_overlap(
 async def create_assignment(
     session: AsyncSession, actor: Actor, data: AssignmentCreate
 ) -> Assignment:
-    # Row locks on both ends serialise concurrent assignments of the same vehicle or driver.
-    vehicle = await get_in_tenant(
-        session, actor, Vehicle, data.vehicle_id, entity="vehicle", for_update=True
-    )
-    driver = await get_in_tenant(
-        session, actor, Driver, data.driver_id, entity="driver", for_update=True
-    )
+    vehicle = await get_in_tenant(session, actor, Vehicle, data.vehicle_id, entity="vehicle")
+    driver = await get_in_tenant(session, actor, Driver, data.driver_id, entity="driver")
+    # Locks on both ends serialise concurrent assignments of the same vehicle or driver;
+    # always vehicle first, then driver, so two requests never wait on each other in a cycle.
+    await _lock(session, vehicle)
+    await _lock(session, driver)
     if vehicle.status == "retired":
         raise _conflict("vehicle-retired", "a retired vehicle cannot be assigned")
     if driver.status != "active":
@@ -515,7 +575,7 @@ async def create_assignment(
         entity_id=assignment.id,
         changes=audit.diff(None, audit.snapshot(assignment)),
     )
-    await session.commit()
+    await _write(session, "the assignment")
     return assignment
 
 
@@ -536,18 +596,24 @@ async def update_assignment(
     if_match: int | None,
 ) -> Assignment:
     assignment = await get_in_tenant(session, actor, Assignment, assignment_id, entity="assignment")
-    check_version(assignment.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     if "notes" in changes and changes["notes"] is None:
         raise Problem(422, "validation-error", "notes cannot be null")
+    # The assignment first, then (as in create) its vehicle and driver.
+    await _lock(session, assignment)
+    check_version(assignment.version, if_match)
     before = audit.snapshot(assignment)
     if "ends_at" in changes:
         ends = changes["ends_at"]
         if ends is not None and ends <= assignment.starts_at:
             raise Problem(422, "validation-error", "ends_at must be after starts_at")
-        await get_in_tenant(
-            session, actor, Vehicle, assignment.vehicle_id, entity="vehicle", for_update=True
-        )
+        for model, entity_id, entity in (
+            (Vehicle, assignment.vehicle_id, "vehicle"),
+            (Driver, assignment.driver_id, "driver"),
+        ):
+            await _lock(
+                session, await get_in_tenant(session, actor, model, entity_id, entity=entity)
+            )
         await _check_overlap(
             session,
             assignment.vehicle_id,
@@ -566,7 +632,7 @@ async def update_assignment(
         entity_id=assignment.id,
         changes=audit.diff(before, audit.snapshot(assignment)),
     )
-    await session.commit()
+    await _write(session, "the assignment", if_match=if_match)
     return assignment
 
 
@@ -609,19 +675,26 @@ def _new_credential() -> tuple[str, str, str]:
     return secret, digest(secret), secret[:10]
 
 
+async def _unique_device(session: AsyncSession, unique_id: str) -> None:
+    # Across all tenants: the id is how an incoming position finds its device.
+    async with _system(session) as system:
+        taken = (
+            await system.scalars(select(Device.id).where(Device.unique_id == unique_id))
+        ).first()
+    if taken:
+        raise _conflict("duplicate-device", f"a device with id {unique_id} is already registered")
+
+
 async def create_device(
     session: AsyncSession, actor: Actor, data: DeviceCreate, now: datetime
 ) -> tuple[Device, str]:
     if data.vehicle_id is not None:
         await get_in_tenant(session, actor, Vehicle, data.vehicle_id, entity="vehicle")
-    async with _system(session) as system:
-        taken = (
-            await system.scalars(select(Device.id).where(Device.unique_id == data.unique_id))
-        ).first()
-    if taken:
-        raise _conflict(
-            "duplicate-device", f"a device with id {data.unique_id} is already registered"
-        )
+
+    async def recheck() -> None:
+        await _unique_device(session, data.unique_id)
+
+    await recheck()
     secret, hashed, prefix = _new_credential()
     device = Device(
         tenant_id=actor.tenant_id,
@@ -631,7 +704,7 @@ async def create_device(
         **data.model_dump(),
     )
     session.add(device)
-    await session.flush()
+    await _write(session, "the device", commit=False, recheck=recheck)
     audit.record(
         session,
         actor,
@@ -640,7 +713,7 @@ async def create_device(
         entity_id=device.id,
         changes=audit.diff(None, audit.snapshot(device)),
     )
-    await _commit_unique(session, "the device")
+    await _write(session, "the device", recheck=recheck)
     return device, secret
 
 
@@ -656,13 +729,14 @@ async def update_device(
     if_match: int | None,
 ) -> Device:
     device = await get_in_tenant(session, actor, Device, device_id, entity="device")
-    check_version(device.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     for key, value in changes.items():
         if value is None and key != "vehicle_id":
             raise Problem(422, "validation-error", f"{key} cannot be null")
     if changes.get("vehicle_id") is not None:
         await get_in_tenant(session, actor, Vehicle, changes["vehicle_id"], entity="vehicle")
+    await _lock(session, device)
+    check_version(device.version, if_match)
     before = audit.snapshot(device)
     for key, value in changes.items():
         setattr(device, key, value)
@@ -674,16 +748,15 @@ async def update_device(
         entity_id=device.id,
         changes=audit.diff(before, audit.snapshot(device)),
     )
-    await session.commit()
+    await _write(session, "the device", if_match=if_match)
     return device
 
 
 async def rotate_device_credential(
     session: AsyncSession, actor: Actor, device_id: uuid.UUID, now: datetime
 ) -> tuple[Device, str]:
-    device = await get_in_tenant(
-        session, actor, Device, device_id, entity="device", for_update=True
-    )
+    device = await get_in_tenant(session, actor, Device, device_id, entity="device")
+    await _lock(session, device)
     before = audit.snapshot(device)
     secret, hashed, prefix = _new_credential()
     device.credential_hash, device.credential_prefix, device.credential_rotated_at = (
@@ -699,7 +772,7 @@ async def rotate_device_credential(
         entity_id=device.id,
         changes=audit.diff(before, audit.snapshot(device)),
     )
-    await session.commit()
+    await _write(session, "the device")
     return device, secret
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 
 from ctafleet import __version__
 from ctafleet.api.state import AppState
@@ -16,6 +17,31 @@ from ctafleet.db.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 2.0
+
+
+class Liveness(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Literal["ok", "error"]]
+
+
+class DependencyHealth(BaseModel):
+    model_config = ConfigDict(extra="allow")  # backend details: revision, backend name
+
+    status: Literal["ok", "error"]
+    latency_ms: float
+    error: str | None = Field(None, description="The kind of failure (an exception name).")
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok", "degraded"]
+    version: str
+    environment: str
+    uptime_s: float
+    dependencies: dict[str, DependencyHealth]
 
 
 async def _timed(coro: Any) -> dict[str, Any]:
@@ -53,12 +79,21 @@ async def checks(state: AppState) -> dict[str, dict[str, Any]]:
     return dict(zip(results, done, strict=True))
 
 
-@router.get("/healthz", summary="Liveness: the process answers (no dependencies)")
+@router.get(
+    "/healthz",
+    response_model=Liveness,
+    summary="Liveness: the process answers (no dependencies)",
+)
 async def healthz(_: PublicCtx = Depends(public())) -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Readiness: database (migrations at head) and Redis reachable")
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
+    summary="Readiness: database (migrations at head) and Redis reachable",
+)
 async def readyz(ctx: PublicCtx = Depends(public())) -> JSONResponse:
     results = await checks(ctx.state)
     ready = all(r["status"] == "ok" for r in results.values())
@@ -71,7 +106,12 @@ async def readyz(ctx: PublicCtx = Depends(public())) -> JSONResponse:
     )
 
 
-@router.get("/api/health", summary="Version, uptime and each dependency's status and latency")
+@router.get(
+    "/api/health",
+    response_model=HealthReport,
+    responses={503: {"model": HealthReport, "description": "A dependency failed its check"}},
+    summary="Version, uptime and each dependency's status and latency",
+)
 async def health(ctx: PublicCtx = Depends(public())) -> JSONResponse:
     results = await checks(ctx.state)
     ok = all(r["status"] == "ok" for r in results.values())

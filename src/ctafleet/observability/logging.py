@@ -16,45 +16,63 @@ REDACTED = "[redacted]"
 _SECRET_KEYS = re.compile(
     r"pass(word)?|secret|token|credential|authorization|api[_-]?key|cookie|totp|recovery", re.I
 )
-# Values that look like secrets wherever they appear: bearer tokens, JWTs, our prefixed secrets.
+# Values that look like secrets wherever they appear: bearer tokens, JWTs, our prefixed secrets,
+# passwords in URLs and `password=...` pairs (query strings, form bodies, messages).
 _SECRET_VALUES = re.compile(
-    r"(Bearer\s+)[A-Za-z0-9._~+/-]+=*"
+    r"(?P<bearer>\bbearer\s+)[A-Za-z0-9._~+/-]+=*"
     r"|eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*"
-    r"|\b(ctr|ctd)_[A-Za-z0-9_-]{16,}"
-    r"|(://[^:/@\s]+:)[^@\s]+@"
+    r"|\b(?:ctr|ctd)_[A-Za-z0-9_-]{16,}"
+    # Up to the last `@` before the path: a password may itself contain `@`.
+    r"|(?P<userinfo>://[^:/@\s]+:)[^\s/]+@"
+    r"|(?P<pair>\b(?:pass(?:word)?|passwd|pwd|secret|token|api[_-]?key|access_token|"
+    r"refresh_token|client_secret)=)[^&\s\"',;]+",
+    re.IGNORECASE,
 )
+_PLAIN = (int, float, bool, type(None))
+# structlog's own bookkeeping (the stdlib LogRecord), removed before rendering.
+_META = frozenset({"_record", "_from_structlog"})
 
 
 def _scrub_text(text: str) -> str:
     def repl(m: re.Match[str]) -> str:
-        if m.group(1):
-            return m.group(1) + REDACTED
-        if m.group(3):
-            return m.group(3) + REDACTED + "@"
+        if m.group("bearer"):
+            return m.group("bearer") + REDACTED
+        if m.group("userinfo"):
+            return m.group("userinfo") + REDACTED + "@"
+        if m.group("pair"):
+            return m.group("pair") + REDACTED
         return REDACTED
 
     return _SECRET_VALUES.sub(repl, text)
 
 
 def _scrub(value: Any, depth: int = 0) -> Any:
-    if depth > 5:
-        return value
     if isinstance(value, str):
         return _scrub_text(value)
+    if isinstance(value, _PLAIN):
+        return value
+    if depth > 5:
+        # Too deep to walk: the text of it is still scrubbed.
+        return _scrub_text(str(value))
     if isinstance(value, dict):
         return {
             k: (REDACTED if isinstance(k, str) and _SECRET_KEYS.search(k) else _scrub(v, depth + 1))
             for k, v in value.items()
         }
-    if isinstance(value, list | tuple):
+    if isinstance(value, list | tuple | set | frozenset):
         return [_scrub(v, depth + 1) for v in value]
-    return value
+    if isinstance(value, bytes):
+        return _scrub_text(value.decode("utf-8", "replace"))
+    # URLs, exceptions, models...: the JSON renderer would print their repr unscrubbed.
+    return _scrub_text(str(value))
 
 
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
     for key in list(event_dict):
+        if key in _META:
+            continue
         if key != "event" and _SECRET_KEYS.search(key):
             event_dict[key] = REDACTED
         else:

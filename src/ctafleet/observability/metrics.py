@@ -1,0 +1,190 @@
+"""Prometheus metrics of every CTAFleet process.
+
+Each process (api, worker, mqtt bridge, qa services) serves its own `/metrics`; in Kubernetes
+each runs as one process per container and is scraped per pod. Several processes behind one
+port (`uvicorn --workers N`) are supported in prometheus-client's multiprocess mode: set
+`PROMETHEUS_MULTIPROC_DIR` to an empty directory shared by the processes.
+
+docs/observability.md lists every metric; a test checks that each listed metric is exposed.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ctafleet import __version__
+
+NAMESPACE = "ctafleet"
+# Dense around the 300 ms latency SLO so the SLI (share of requests under 0.3 s) is exact.
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0)
+WRITE_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+LAG_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+BATCH_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+ProcessCollector(registry=REGISTRY)  # process_cpu_seconds_total, process_start_time_seconds, ...
+PlatformCollector(registry=REGISTRY)
+
+
+def _c(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return Counter(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY)
+
+
+def _g(name: str, doc: str, labels: tuple[str, ...] = (), mode: str = "livesum") -> Gauge:
+    return Gauge(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY, multiprocess_mode=mode)  # type: ignore[arg-type]
+
+
+def _h(name: str, doc: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> Histogram:
+    return Histogram(name, doc, labels, namespace=NAMESPACE, registry=REGISTRY, buckets=buckets)
+
+
+# --- HTTP ---------------------------------------------------------------------------------
+HTTP_REQUESTS = _c(
+    "http_requests_total",
+    "HTTP requests by method, route template and status.",
+    ("method", "route", "status"),
+)
+HTTP_DURATION = _h(
+    "http_request_duration_seconds",
+    "HTTP request latency by route template.",
+    ("method", "route"),
+    LATENCY_BUCKETS,
+)
+HTTP_IN_FLIGHT = _g("http_requests_in_flight", "HTTP requests being served now.")
+
+# --- authentication -------------------------------------------------------------------
+AUTH_FAILURES = _c("auth_failures_total", "Failed authentications by kind.", ("kind",))
+RATE_LIMITED = _c("rate_limited_total", "Requests refused by a rate limit.", ("limit",))
+
+# --- telemetry pipeline -----------------------------------------------------------------
+INGEST_POINTS = _c(
+    "ingest_points_total",
+    "Positions received by protocol and outcome (accepted/rejected) and reason.",
+    ("protocol", "outcome", "reason"),
+)
+INGEST_QUEUE_DEPTH = _g("ingest_queue_depth", "Positions waiting in the ingest queue.", mode="max")
+INGEST_QUEUE_OLDEST = _g(
+    "ingest_queue_oldest_age_seconds",
+    "Age of the oldest position waiting in the queue.",
+    mode="max",
+)
+INGEST_BATCH_SIZE = _h(
+    "ingest_batch_size", "Positions written per database batch.", (), BATCH_BUCKETS
+)
+INGEST_WRITE = _h("ingest_write_duration_seconds", "Time to commit one batch.", (), WRITE_BUCKETS)
+INGEST_LAG = _h("ingest_lag_seconds", "From receipt of a position to its commit.", (), LAG_BUCKETS)
+WEBSOCKET_CLIENTS = _g("websocket_clients", "Live-feed WebSocket clients connected.")
+
+# --- jobs and notifications -------------------------------------------------------------
+JOB_RUNS = _c(
+    "job_runs_total",
+    "Scheduled job runs by job and outcome (success/failure).",
+    ("job_name", "outcome"),
+)
+JOB_DURATION = _h(
+    "job_duration_seconds",
+    "Scheduled job duration.",
+    ("job_name",),
+    (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600),
+)
+NOTIFICATIONS = _c(
+    "notification_deliveries_total",
+    "Notification deliveries by channel and outcome.",
+    ("channel", "outcome"),
+)
+
+# --- dependencies ---------------------------------------------------------------------
+DB_POOL_IN_USE = _g("db_pool_connections_in_use", "Database connections checked out.")
+DB_POOL_OVERFLOW = _g("db_pool_overflow", "Connections beyond the pool size in use.")
+REDIS_ROUNDTRIP = _h(
+    "redis_roundtrip_seconds",
+    "Redis PING round trip.",
+    (),
+    (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5),
+)
+
+# --- business (computed at scrape time, cached) ----------------------------------------
+VEHICLES = _g("vehicles", "Vehicles by status (all tenants).", ("status",), mode="max")
+VEHICLES_REPORTING = _g(
+    "vehicles_reporting", "Vehicles with a position in the last 5 minutes.", mode="max"
+)
+MAINTENANCE_OVERDUE = _g("maintenance_overdue_tasks", "Maintenance tasks past due.", mode="max")
+WORK_ORDERS_OPEN = _g("work_orders_open", "Work orders not closed.", mode="max")
+DEFECTS_CRITICAL_OPEN = _g("defects_critical_open", "Open critical inspection defects.", mode="max")
+
+# --- operations -----------------------------------------------------------------------
+BACKUP_LAST_SUCCESS = _g(
+    "backup_last_success_timestamp_seconds", "Unix time of the last successful backup.", mode="max"
+)
+BACKUP_LAST_SIZE = _g("backup_last_size_bytes", "Size of the last successful backup.", mode="max")
+BACKUP_FAILURES = _c("backup_failures_total", "Failed backup runs.")
+TLS_CERT_EXPIRY = _g(
+    "tls_certificate_expiry_timestamp_seconds",
+    "Unix time the served certificate expires.",
+    ("host",),
+    mode="min",
+)
+BUILD_INFO = Info(
+    "build", "Version and commit of the running code.", namespace=NAMESPACE, registry=REGISTRY
+)
+
+
+def set_build_info(process: str) -> None:
+    commit = os.environ.get("CTAFLEET_COMMIT", "unknown")
+    BUILD_INFO.info({"version": __version__, "commit": commit, "process": process})
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition of this process, or of all processes in multiprocess mode."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+class HttpMetricsMiddleware:
+    """Counts and times requests by route template (never the raw path: bounded cardinality)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") == "/metrics":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        HTTP_IN_FLIGHT.inc()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            route: Any = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            method = scope.get("method", "GET")
+            HTTP_REQUESTS.labels(method, template, str(status)).inc()
+            HTTP_DURATION.labels(method, template).observe(time.perf_counter() - started)

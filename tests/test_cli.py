@@ -1,0 +1,277 @@
+"""The `ctafleet` command on a throwaway data directory (embedded SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+from typer.testing import CliRunner, Result
+
+from ctafleet import __version__
+from ctafleet.auth.permissions import Role
+from ctafleet.cli import app as cli
+from ctafleet.db.migrate import head_revision
+
+STRONG = "Violet-Harbour-Lantern-42"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("CTAFLEET_") and not name.startswith("CTAFLEET_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("CTAFLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CTAFLEET_OBSERVABILITY__LOG_LEVEL", "WARNING")
+    return tmp_path
+
+
+def run(*args: str, input: str | None = None, **env: str) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, env=env or None)
+
+
+def db_rows(data_dir: Path, sql: str, *params: object) -> list[tuple[object, ...]]:
+    with sqlite3.connect(data_dir / "ctafleet.db") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    yield path
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from _commands(sub, (*path, name))
+
+
+def test_help_on_every_command() -> None:
+    root = typer.main.get_command(cli)
+    paths = list(_commands(root))
+    assert {("db", "upgrade"), ("users", "create"), ("demo",)} <= set(paths)
+    for path in paths:
+        result = run(*path, "--help")
+        assert result.exit_code == 0, (path, result.output)
+        assert "Usage:" in result.output, path
+        command = root
+        for part in path:
+            command = command.commands[part]
+        if path:
+            # Every command explains itself in its help.
+            assert command.help or command.short_help, f"`ctafleet {' '.join(path)}` has no help"
+
+
+def test_no_arguments_shows_help_and_version() -> None:
+    result = run()
+    assert "Usage:" in result.output
+    result = run("--version")
+    assert result.exit_code == 0
+    assert result.output.strip() == __version__
+
+
+def test_entry_point_runs() -> None:
+    exe = Path(sys.executable).with_name("ctafleet")
+    result = subprocess.run(
+        [str(exe), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == __version__
+
+
+def test_db_upgrade_current_check(data_dir: Path) -> None:
+    head = head_revision()
+    result = run("db", "current")
+    assert result.exit_code == 0, result.output
+    assert "current: (empty database)" in result.output
+    assert f"head:    {head}" in result.output
+
+    result = run("db", "check")
+    assert result.exit_code != 0
+    assert "ctafleet db upgrade" in result.output
+
+    result = run("db", "upgrade")
+    assert result.exit_code == 0, result.output
+    assert f"database at revision {head}" in result.output
+    assert (data_dir / "ctafleet.db").exists()
+
+    result = run("db", "current")
+    assert f"current: {head}" in result.output
+    result = run("db", "check")
+    assert result.exit_code == 0, result.output
+    assert f"ok: revision {head}, no drift" in result.output
+
+    result = run("db", "upgrade")  # idempotent
+    assert result.exit_code == 0, result.output
+
+
+def test_db_check_reports_drift(data_dir: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    with sqlite3.connect(data_dir / "ctafleet.db") as conn:
+        conn.execute("ALTER TABLE vehicles ADD COLUMN stray TEXT")
+    result = run("db", "check")
+    assert result.exit_code != 0
+    assert "drift" in result.output
+    assert "stray" in result.output
+
+
+def test_db_upgrade_failure_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTAFLEET_DATABASE__URL", "postgresql+asyncpg://nobody@127.0.0.1:1/none")
+    result = run("db", "upgrade")
+    assert result.exit_code == 1
+    assert "migration failed" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_tenants_create(data_dir: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    result = run(
+        "tenants", "create", "public-works", "--name", "Public Works", "--units", "imperial"
+    )
+    assert result.exit_code == 0, result.output
+    assert "created tenant public-works" in result.output
+    rows = db_rows(data_dir, "SELECT slug, name, display_units FROM tenants")
+    assert rows == [("public-works", "Public Works", "imperial")]
+
+    again = run("tenants", "create", "public-works")
+    assert again.exit_code != 0
+    assert "Traceback" not in again.output
+    bad = run("tenants", "create", "Not A Slug!")
+    assert bad.exit_code != 0
+    assert "Traceback" not in bad.output
+    assert len(db_rows(data_dir, "SELECT id FROM tenants")) == 1
+
+
+def test_users_create(data_dir: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    assert run("tenants", "create", "acme").exit_code == 0
+
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "Ada@Example.org", "--role", "admin",
+        input=f"{STRONG}\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "created user ada@example.org (admin) in acme" in result.output
+    assert STRONG not in result.output
+
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "bo@example.org", "--role", "viewer",
+        CTAFLEET_PASSWORD=STRONG,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+    rows = db_rows(data_dir, "SELECT email, role, password_hash FROM users ORDER BY email")
+    assert [(r[0], r[1]) for r in rows] == [
+        ("ada@example.org", "admin"),
+        ("bo@example.org", "viewer"),
+    ]
+    assert all(str(r[2]).startswith("$argon2id$") for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("password", "hint"),
+    [("short", "at least 12"), ("password1234", "common"), ("aaaaaaaaaaaaaaaa", "weak")],
+)
+def test_users_create_refuses_weak_passwords(data_dir: Path, password: str, hint: str) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    assert run("tenants", "create", "acme").exit_code == 0
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "weak@example.org", "--role", "viewer",
+        input=f"{password}\n",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "error:" in result.output, result.output
+    assert hint in result.output, result.output
+    assert "Traceback" not in result.output
+    assert db_rows(data_dir, "SELECT id FROM users") == []
+
+
+def test_users_create_errors(data_dir: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    base = ["users", "create", "--email", "x@example.org", "--role", "viewer"]
+    result = run(*base, "--tenant", "nope", input=f"{STRONG}\n")
+    assert result.exit_code != 0
+    assert "no tenant 'nope'" in result.output
+    assert run("tenants", "create", "acme").exit_code == 0
+    result = run(*base, "--tenant", "acme", input="\n")
+    assert result.exit_code != 0
+    assert "no password" in result.output
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "x@example.org", "--role", "pilot",
+        input=f"{STRONG}\n",
+    )  # fmt: skip
+    assert result.exit_code != 0
+    assert "role" in result.output
+    assert db_rows(data_dir, "SELECT id FROM users") == []
+
+
+def _demo_credentials(output: str) -> dict[str, tuple[str, str]]:
+    creds = {}
+    roles = {r.value for r in Role}
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] in roles:
+            creds[parts[0]] = (parts[1], parts[2])
+    return creds
+
+
+def test_demo_seeds_once(data_dir: Path) -> None:
+    first = run("demo", "--no-serve", "--vehicles", "3")
+    assert first.exit_code == 0, first.output
+    creds = _demo_credentials(first.output)
+    assert set(creds) == {r.value for r in Role}, first.output
+    assert "CTAFLEET_AUTH__SECRET_KEY" not in os.environ  # no side effect on the process
+    assert db_rows(data_dir, "SELECT slug FROM tenants") == [("demo",)]
+    assert db_rows(data_dir, "SELECT count(*) FROM vehicles") == [(3,)]
+    assert db_rows(data_dir, "SELECT count(*) FROM users") == [(len(Role),)]
+    saved = json.loads((data_dir / "demo-credentials.json").read_text())
+    assert {u["role"]: (u["email"], u["password"]) for u in saved["users"]} == creds
+    assert (data_dir / "demo-credentials.json").stat().st_mode & 0o077 == 0
+
+    second = run("demo", "--no-serve", "--vehicles", "3")
+    assert second.exit_code == 0, second.output
+    assert _demo_credentials(second.output) == creds
+    assert db_rows(data_dir, "SELECT count(*) FROM tenants") == [(1,)]
+    assert db_rows(data_dir, "SELECT count(*) FROM vehicles") == [(3,)]
+    assert db_rows(data_dir, "SELECT count(*) FROM users") == [(len(Role),)]
+
+
+async def test_demo_credentials_log_in(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The printed credentials work against an app on the same data directory."""
+    import httpx
+
+    from ctafleet.app import create_app
+    from ctafleet.config import load_settings
+    from ctafleet.demo import demo_secret_key
+
+    monkeypatch.setenv("CTAFLEET_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("CTAFLEET_OBSERVABILITY__LOG_LEVEL", "WARNING")
+    proc = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("ctafleet")),
+        *("demo", "--no-serve", "--vehicles", "1"),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, stderr.decode()
+    email, password = _demo_credentials(stdout.decode())["fleet_manager"]
+    settings = load_settings(auth={"secret_key": demo_secret_key(tmp_path)})
+    app = create_app(settings)
+    transport = httpx.ASGITransport(app=app)
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+            r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+            assert r.status_code == 200, r.text
+            token = r.json()["access_token"]
+            r = await client.get("/api/v1/vehicles", headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 200
+            assert len(r.json()["data"]) == 1
+    finally:
+        await app.state.ctafleet.db.dispose()
