@@ -22,6 +22,7 @@ import pytest_asyncio
 from sqlalchemy.engine import make_url
 
 from ctafleet.app import create_app
+from ctafleet.auth import passwords
 from ctafleet.auth.deps import Actor
 from ctafleet.auth.permissions import Role
 from ctafleet.auth.schemas import UserCreate
@@ -32,6 +33,7 @@ from ctafleet.db.engine import Database
 from ctafleet.db.migrate import upgrade
 from ctafleet.tenants.service import create_tenant
 
+passwords.use_test_parameters()
 REQUIRE_SERVICES = os.environ.get("CTAFLEET_REQUIRE_SERVICES") == "1"
 PASSWORD = "Correct-Horse-Battery-7"
 
@@ -268,7 +270,7 @@ def redis_url() -> str:
 
 # --- builders for fleet objects ----------------------------------------------------------
 
-VALID_VINS = ["1M8GDM9AXKP042788", "11111111111111111", "1HGCM82633A004352", "5YJSA1E14HF000316"]
+VALID_VINS = ["1M8GDM9AXKP042788", "11111111111111111", "1HGCM82633A004352", "5YJSA1E10HF000316"]
 
 
 def vehicle_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:

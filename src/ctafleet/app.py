@@ -17,6 +17,7 @@ from ctafleet import __version__
 from ctafleet.api import problems
 from ctafleet.api.middleware import (
     BodySizeLimitMiddleware,
+    NulCharacterMiddleware,
     RequestContextMiddleware,
     SecurityHeadersMiddleware,
     UnhandledErrorMiddleware,
@@ -30,8 +31,8 @@ from ctafleet.clock import Clock, SystemClock
 from ctafleet.config import Settings, get_settings
 from ctafleet.db.engine import Database
 from ctafleet.fleet.routes import routers as fleet_routers
-from ctafleet.observability.health import router as health_router
 from ctafleet.observability import metrics
+from ctafleet.observability.health import router as health_router
 from ctafleet.observability.logging import configure_logging
 from ctafleet.observability.routes import router as metrics_router
 from ctafleet.tenants.routes import router as tenant_router
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         expose_headers=["ETag", "X-Request-ID", "Retry-After", "Location"],
     )
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
+    app.add_middleware(NulCharacterMiddleware)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(metrics.HttpMetricsMiddleware)

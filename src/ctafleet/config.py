@@ -63,7 +63,8 @@ class DatabaseSettings(BaseModel):
         "",
         description="SQLAlchemy URL the application connects with. Empty: a SQLite file in the "
         "data directory. PostgreSQL: `postgresql+asyncpg://ctafleet_app@db:5432/ctafleet` "
-        "(a role without BYPASSRLS, so row-level security applies).",
+        "(a role without BYPASSRLS, so row-level security applies); `postgresql://` and "
+        "`sqlite://` URLs get the async driver.",
     )
     admin_url: str = Field(
         "",
@@ -267,12 +268,13 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     """One readable line per problem, naming the environment variable."""
     lines: list[str] = []
     for err in exc.errors():
-        loc = [str(p) for p in err["loc"]]
+        loc = [str(p) for p in err["loc"] if not isinstance(p, int)]
+        items = "".join(f"[{p}]" for p in err["loc"] if isinstance(p, int))  # list positions
         msg = str(err["msg"])
         if not loc and msg.startswith("Value error, unsafe production settings:"):
             lines.extend(s.strip() for s in msg.split("\n")[1:] if s.strip())
             continue
-        var = "CTAFLEET_" + "__".join(p.upper() for p in loc) if loc else "(settings)"
+        var = "CTAFLEET_" + "__".join(p.upper() for p in loc) + items if loc else "(settings)"
         lines.append(f"{var}: {msg}")
     return lines
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ctafleet.api.middleware import BodySizeLimitMiddleware
-from tests.conftest import Api, TenantUsers, vehicle_body
+from tests.conftest import Api, TenantUsers, driver_body, vehicle_body
 
 PROBLEM = "application/problem+json"
 
@@ -231,3 +231,70 @@ async def test_missing_or_bad_credentials_are_401_problems(api: Api) -> None:
         r = await api.client.get("/api/v1/vehicles", headers=headers)
         assert_problem(r, 401, "unauthorized")
         assert r.headers["www-authenticate"] == "Bearer"
+
+
+async def test_values_the_database_cannot_store_are_client_errors(
+    api: Api, admin: TenantUsers
+) -> None:
+    """NUL characters (PostgreSQL text cannot hold them) and instants outside years 1..9999 UTC."""
+    h = admin.headers()
+    r = await api.client.post("/api/v1/vehicles", json=vehicle_body(), headers=h)
+    vehicle = r.json()["id"]
+    r = await api.client.post("/api/v1/drivers", json=driver_body(), headers=h)
+    driver = r.json()["id"]
+    cases: list[tuple[str, str, Any]] = [
+        ("POST", "/api/v1/drivers", driver_body(first_name="Ada\x00")),
+        ("PATCH", f"/api/v1/vehicles/{vehicle}", {"notes": "a\x00b"}),
+        ("GET", "/api/v1/vehicles?q=U%00", None),
+        ("GET", "/api/v1/audit-events?entity_type=%00", None),
+        (
+            "POST",
+            "/api/v1/assignments",
+            {"vehicle_id": vehicle, "driver_id": driver, "starts_at": "0001-01-01T00:01:01+01:00"},
+        ),
+        (
+            "POST",
+            "/api/v1/assignments",
+            {"vehicle_id": vehicle, "driver_id": driver, "starts_at": "9999-12-31T23:59:59-01:00"},
+        ),
+        ("GET", "/api/v1/assignments?active_at=0001-01-01T00:00:00%2B05:00", None),
+        ("GET", "/api/v1/audit-events?since=0001-01-01T00:00:00%2B05:00", None),
+        ("GET", "/api/v1/audit-events?until=9999-12-31T23:00:00-05:00", None),
+    ]
+    for method, url, body in cases:
+        r = await api.client.request(method, url, json=body, headers=h)
+        assert 400 <= r.status_code < 500, (method, url, r.status_code, r.text)
+        assert_problem(r, r.status_code)
+    # Nothing half-written.
+    r = await api.client.get(f"/api/v1/vehicles/{vehicle}", headers=h)
+    assert r.json()["notes"] == ""
+    r = await api.client.get("/api/v1/assignments", headers=h)
+    assert r.json()["data"] == []
+
+
+async def test_nul_characters_are_refused_at_the_edge(api: Api, admin: TenantUsers) -> None:
+    h = {**admin.headers(), "content-type": "application/json"}
+    user = b'{"email": "nul@example.org", "role": "viewer", "password": "x", "full_name": "%s"}'
+    for raw, where in (
+        (user % b"Ada\\u0000", "body"),
+        (user % b"\\\\\\u0000", "body"),  # an escaped backslash, then NUL
+        (b'{"email": "a@example.org", "password": "p\\u0000"}', "body"),
+    ):
+        url = "/api/v1/users" if b"role" in raw else "/api/v1/auth/login"
+        r = await api.client.post(url, content=raw, headers=h)
+        body = assert_problem(r, 422, "validation-error")
+        assert body["errors"][0]["loc"] == [where], body
+    for url, where in (
+        ("/api/v1/vehicles?make=Ford%00", "query"),
+        ("/api/v1/vehicles/abc%00def", "path"),
+    ):
+        body = assert_problem(await api.client.get(url, headers=h), 422, "validation-error")
+        assert body["errors"][0]["loc"] == [where], body
+    # The text `\u0000` (an escaped backslash before `u0000`) is not a NUL: it goes through.
+    r = await api.client.post(
+        "/api/v1/users",
+        content=user % b"C:\\\\u0000 dir",
+        headers=h,
+    )
+    assert r.status_code == 422  # refused for the weak password, not for NUL
+    assert r.json()["type"] == "/problems/weak-password", r.text

@@ -111,6 +111,13 @@ async def test_unhandled_error_is_a_problem_with_the_logged_request_id(
     assert "trace-me-12345" in logged[0], out
 
 
+async def test_debug_mode_lets_the_traceback_through(api: Api, tmp_path: Path) -> None:
+    async with own_app(api.backend, tmp_path, debug=True) as own:
+        _add_failing_route(own.app)
+        with pytest.raises(RuntimeError, match="an unexpected failure"):
+            await own.client.get("/boom")
+
+
 async def test_cors_allows_only_the_configured_origins(api: Api, tmp_path: Path) -> None:
     async with own_app(
         api.backend, tmp_path, http={"cors_origins": [ORIGIN], "cors_allow_credentials": True}

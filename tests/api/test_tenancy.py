@@ -194,11 +194,28 @@ async def test_references_to_other_tenants_objects_are_404(api: Api) -> None:
         ),
         ("POST", "/api/v1/drivers", driver_body(user_id=ids["user_id"])),
     ]
+    r = await api.client.post(
+        "/api/v1/devices",
+        json={"unique_id": f"a-{uuid.uuid4().hex[:12]}", "name": "a", "protocol": "json"},
+        headers=h,
+    )
+    own_device = r.json()["id"]
+    attempts += [
+        ("PATCH", f"/api/v1/devices/{own_device}", {"vehicle_id": ids["vehicle_id"]}),
+        ("PATCH", f"/api/v1/drivers/{own_driver}", {"user_id": ids["user_id"]}),
+    ]
     for method, url, body in attempts:
         r = await api.client.request(method, url, json=body, headers=h)
         assert r.status_code == 404, (url, body, r.status_code, r.text)
         assert r.headers["content-type"] == "application/problem+json"
 
+    # Nothing was created or re-pointed by the refused requests.
+    r = await api.client.get(f"/api/v1/devices/{own_device}", headers=h)
+    assert r.json()["vehicle_id"] is None
+    r = await api.client.get(f"/api/v1/drivers/{own_driver}", headers=h)
+    assert r.json()["user_id"] is None
+    r = await api.client.get("/api/v1/assignments", headers=h)
+    assert r.json()["data"] == []
     for url, key in (
         ("/api/v1/assignments", "vehicle_id"),
         ("/api/v1/assignments", "driver_id"),

@@ -75,6 +75,12 @@ def totp_code(api: Api, secret: str, offset_steps: int = 0) -> str:
     return str(pyotp.TOTP(secret).at(api.clock.now(), counter_offset=offset_steps))
 
 
+def wrong_totp_code(api: Api, secret: str) -> str:
+    """A well-formed code that no step inside the accepted window produces."""
+    valid = {totp_code(api, secret, offset) for offset in (-1, 0, 1)}
+    return next(c for c in (f"{n:06d}" for n in range(10**6)) if c not in valid)
+
+
 async def enrol_totp(api: Api, token: str) -> tuple[str, list[str]]:
     """TOTP enrolment through the API: (secret, recovery codes)."""
     r = await api.client.post("/api/v1/auth/mfa/setup", headers=bearer(token))

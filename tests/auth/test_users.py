@@ -234,6 +234,17 @@ async def test_concurrent_patches_with_one_etag_let_exactly_one_through(api: Api
     winner = next(r for r in results if r.status_code == 200).json()
     assert (await api.client.get(url, headers=admin)).json()["full_name"] == winner["full_name"]
 
+    # Without If-Match a lost race is a conflict to retry, never a server error.
+    results = await asyncio.gather(
+        *(api.client.patch(url, headers=admin, json={"full_name": f"M{i}"}) for i in range(4))
+    )
+    statuses = [r.status_code for r in results]
+    assert set(statuses) <= {200, 409}, [r.text for r in results]
+    assert 200 in statuses
+    for r in results:
+        if r.status_code == 409:
+            assert_problem(r, 409, "concurrent-update")
+
 
 async def test_other_tenants_users_are_invisible_and_probes_are_audited(api: Api) -> None:
     mine = await api.tenant(roles=["admin"])

@@ -169,6 +169,10 @@ async def test_period_validation(api: Api) -> None:
         (at(0), "2025-06-02T08:00:00"),
         ("2025-06-01", None),
         ("yesterday", None),
+        # Past the end of the calendar once in UTC.
+        ("9999-12-31T23:00:00-05:00", None),
+        (at(0), "9999-12-31T23:00:00-05:00"),
+        ("0001-01-01T00:00:00+01:00", None),
     ]
     for starts, ends in bad:
         r = await assign(api, t, v, d, starts, ends)
@@ -190,11 +194,14 @@ async def test_period_validation(api: Api) -> None:
         {"notes": None},
         {"starts_at": at(1)},
         {"vehicle_id": v["id"]},
+        {"ends_at": "9999-12-31T23:00:00-05:00"},
+        {"notes": "a\u0000"},
     ):
         r = await api.client.patch(f"{A}/{a['id']}", json=patch, headers=t.headers())
         assert_problem(r, 422, "validation-error")
-    r = await api.client.get(A, params={"active_at": "2025-06-01T08:00:00"}, headers=t.headers())
-    assert_problem(r, 422, "validation-error")
+    for active_at in ("2025-06-01T08:00:00", "9999-12-31T23:00:00-05:00"):
+        r = await api.client.get(A, params={"active_at": active_at}, headers=t.headers())
+        assert_problem(r, 422, "validation-error")
     r = await api.client.get(f"{A}/{a['id']}", headers=t.headers())
     assert r.json() == {**a, "starts_at": r.json()["starts_at"]}
     assert r.json()["version"] == 1

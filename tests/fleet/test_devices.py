@@ -101,6 +101,7 @@ async def test_rotation_replaces_the_credential(api: Api) -> None:
     assert new != old
     assert r.json()["credential_prefix"] == new[:10]
     assert r.json()["version"] == 2
+    assert r.headers["ETag"] == '"v2"'
 
     assert await authenticate(api, d["unique_id"], new) is not None
     assert await authenticate(api, d["unique_id"], old) is None
@@ -223,6 +224,7 @@ async def test_permissions_and_validation(api: Api) -> None:
         {"unique_id": "ok-id-1", "protocol": "teltonika"},
         {"unique_id": "ok-id-2", "credential": "chosen-by-me"},
         {"unique_id": "ok-id-3", "is_active": False},
+        {"unique_id": "ok-id-4", "name": "Van\u0000"},
         {},
     ):
         r = await api.client.post(DV, json=body, headers=t.headers())

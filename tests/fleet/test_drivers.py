@@ -53,6 +53,8 @@ async def test_create_read_update_list(api: Api) -> None:
     assert [d["id"] for d in r.json()["data"]] == [created["id"]]
     r = await api.client.get(D, params={"q": "zE"}, headers=t.headers("viewer"))
     assert [d["id"] for d in r.json()["data"]] == [other["id"]]
+    r = await api.client.get(D, params={"q": "Z\u0000"}, headers=t.headers("viewer"))
+    assert_problem(r, 422, "validation-error")
     r = await api.client.get(
         D, params={"licence_expires_before": "2030-06-01"}, headers=t.headers("viewer")
     )
@@ -82,6 +84,7 @@ async def test_validation_errors_are_422(api: Api) -> None:
         driver_body(nickname="Ada"),
         driver_body(first_name=""),
         driver_body(employee_number="E" * 33),
+        driver_body(last_name="Lovelace\u0000"),
         {k: v for k, v in driver_body().items() if k != "licence_number"},
     ]
     for body in bad:

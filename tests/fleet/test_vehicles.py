@@ -107,6 +107,9 @@ INVALID_CREATE: list[tuple[str, dict[str, Any]]] = [
     ("short VIN", vehicle_body(vin="1HGCM82633A00435")),
     ("nonstandard with space", vehicle_body(vin="AB 12", vin_nonstandard=True)),
     ("vin null", vehicle_body(vin=None)),
+    ("NUL in make", vehicle_body(make="Ford\u0000")),
+    ("NUL in unit number", vehicle_body(unit_number="\u0000")),
+    ("NUL in notes", vehicle_body(notes="a\u0000b")),
     ("missing make", {k: v for k, v in vehicle_body().items() if k != "make"}),
 ]
 
@@ -176,6 +179,8 @@ async def test_patch_validation_errors_are_422_and_change_nothing(api: Api) -> N
         {"vin": "1HGCM82633A00435Q"},
         {"vin": "1HGCM82643A004352"},
         {"meter_correction_reason": "x"},
+        {"notes": "\u0000"},
+        {"odometer_m": 1, "meter_correction_reason": "typo\u0000"},
         [],
     ]
     for body in cases:
@@ -241,6 +246,9 @@ async def test_concurrent_creates_of_one_vin_give_one_vehicle(api: Api) -> None:
     )
     statuses = sorted(r.status_code for r in responses)
     assert statuses == [201, 409, 409, 409, 409], [r.text for r in responses]
+    for r in responses:
+        if r.status_code == 409:
+            assert_problem(r, 409, "duplicate-vin")
     r = await api.client.get(V, headers=t.headers())
     assert len(r.json()["data"]) == 1
 
@@ -331,7 +339,16 @@ async def test_if_match(api: Api) -> None:
             url, json={"make": "Stale"}, headers={**t.headers(), "If-Match": stale}
         )
         assert_problem(r, 412, "precondition-failed")
-    for garbage in ("v2", "2", '"2"', '"v2', "banana", '"v-2"', '"v99999999999999999999"'):
+    for garbage in (
+        "v2",
+        "2",
+        '"2"',
+        '"v2',
+        "banana",
+        '"v-2"',
+        '"v99999999999999999999"',
+        "x" * 300,
+    ):
         r = await api.client.patch(
             url, json={"make": "Garbage"}, headers={**t.headers(), "If-Match": garbage}
         )

@@ -23,11 +23,14 @@ def if_match_version(
     if_match: str | None = Header(
         None,
         alias="If-Match",
-        max_length=200,
         description='ETag from a previous read (`"v3"`); a stale one answers 412.',
     ),
 ) -> int | None:
-    """The version the client last saw, None when it sent no If-Match (or `*`)."""
+    """The version the client last saw, None when it sent no If-Match (or `*`).
+
+    Anything that is not one of our ETags, however long, can never match: 412, like a stale
+    one, rather than a schema error.
+    """
     if if_match is None or if_match.strip() == "*":
         return None
     match = _TAG.match(if_match.strip())

@@ -4,6 +4,7 @@ unhandled errors."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -13,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctafleet.api.problems import PROBLEM_MEDIA_TYPE, internal_error_response, problem_type
 from ctafleet.api.requestid import new_request_id, set_request_id
+from ctafleet.observability.metrics import route_template
 
 access_log = structlog.get_logger("ctafleet.access")
 error_log = structlog.get_logger("ctafleet.api")
@@ -62,11 +64,10 @@ class RequestContextMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
             access_log.info(
                 "request",
                 method=scope.get("method"),
-                route=getattr(route, "path", None) or "unmatched",
+                route=route_template(scope),
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 client=(scope.get("client") or ("", 0))[0],
@@ -117,27 +118,15 @@ class BodySizeLimitMiddleware:
         self.max_bytes = max_bytes
 
     async def _reject(self, scope: Scope, send: Send) -> None:
-        body: dict[str, Any] = {
-            "type": problem_type("payload-too-large"),
-            "title": "Payload too large",
-            "status": 413,
-            "detail": f"request bodies are limited to {self.max_bytes} bytes",
-            "instance": scope.get("path"),
-            "request_id": scope.get("state", {}).get("request_id"),
-        }
-        payload = json.dumps(body).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        await _send_problem(
+            scope,
+            send,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"request bodies are limited to {self.max_bytes} bytes",
+            close=True,
         )
-        await send({"type": "http.response.body", "body": payload})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -172,6 +161,92 @@ class BodySizeLimitMiddleware:
             {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         ]
         await self.app(scope, _replay(replay, receive), send)
+
+
+async def _send_problem(
+    scope: Scope,
+    send: Send,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    close: bool = False,
+    **extra: Any,
+) -> None:
+    """A problem answer from middleware, below FastAPI's exception handlers."""
+    body: dict[str, Any] = {
+        "type": problem_type(slug),
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "instance": scope.get("path"),
+        "request_id": scope.get("state", {}).get("request_id"),
+        **extra,
+    }
+    payload = json.dumps(body).encode()
+    headers = [
+        (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
+
+
+# A JSON `\u0000` escape: preceded by an even number of backslashes (`\\u0000` is text).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+class NulCharacterMiddleware:
+    """Refuses NUL characters in the path, the query string and JSON bodies with a 422.
+
+    PostgreSQL text cannot hold NUL, so such a value would fail in the database (a 500) on
+    PostgreSQL and be stored on SQLite; refusing it here treats it the same everywhere.
+    Installed inside the body size limit, so the body it reads is already bounded.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def _reject(self, scope: Scope, send: Send, where: str) -> None:
+        await _send_problem(
+            scope,
+            send,
+            422,
+            "validation-error",
+            "Validation error",
+            "the request did not match the schema; see `errors`",
+            errors=[{"loc": [where], "msg": "NUL characters are not allowed", "type": "nul"}],
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope.get("path", ""):
+            await self._reject(scope, send, "path")
+            return
+        if b"%00" in scope.get("query_string", b""):
+            await self._reject(scope, send, "query")
+            return
+        content_type = (_header(scope, b"content-type") or "").lower()
+        if "json" not in content_type:
+            await self.app(scope, receive, send)
+            return
+        messages: list[Message] = []
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                break
+        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
+        if b"\x00" in body or _JSON_NUL.search(body):
+            await self._reject(scope, send, "body")
+            return
+        await self.app(scope, _replay(messages, receive), send)
 
 
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:

@@ -26,6 +26,8 @@ from ctafleet.api.problems import Problem
 
 T = TypeVar("T")
 MAX_LIMIT = 500
+# Room for the longest sortable value (100 four-byte characters) with its id, in base64.
+MAX_CURSOR = 1024
 
 
 class PageInfo(BaseModel):
@@ -49,7 +51,7 @@ class ListParams:
 def list_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Page size (at most 500)."),
     cursor: str | None = Query(
-        None, max_length=512, description="`next_cursor` of the previous page."
+        None, max_length=MAX_CURSOR, description="`next_cursor` of the previous page."
     ),
     sort: str | None = Query(
         None,
@@ -120,7 +122,11 @@ def _from_json(value: Any, column: InstrumentedAttribute[Any]) -> Any:
 
 
 def encode_cursor(sort: str, values: Sequence[Any]) -> str:
-    raw = json.dumps({"s": sort, "v": [_to_json(v) for v in values]}, separators=(",", ":"))
+    # UTF-8 rather than \u escapes: a non-Latin name would otherwise need up to 12 bytes a
+    # character and the cursor could outgrow what the next request may send back.
+    raw = json.dumps(
+        {"s": sort, "v": [_to_json(v) for v in values]}, separators=(",", ":"), ensure_ascii=False
+    )
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 

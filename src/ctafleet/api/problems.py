@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.exc import StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctafleet.api.requestid import current_request_id
@@ -155,11 +156,31 @@ def install(app: FastAPI) -> None:
             headers["Allow"] = ", ".join(allowed_methods(request)) or headers.get("Allow", "")
         return problem_response(request, exc.status_code, slug, title, detail, headers)
 
+    # A value that passed validation but cannot be represented: a date past the calendar's end
+    # once in UTC, text PostgreSQL cannot store. The request's fault, so a 4xx, never a 500; the
+    # schema that let it through deserves a fix, hence the warning with the traceback.
+    @app.exception_handler(OverflowError)
+    async def _overflow(request: Request, exc: OverflowError) -> JSONResponse:
+        log.warning("value_out_of_range", path=request.url.path, exc_info=exc)
+        return _unstorable(request, "a value is out of the range that can be stored")
+
+    @app.exception_handler(StatementError)
+    async def _statement(request: Request, exc: StatementError) -> JSONResponse:
+        sqlstate = str(getattr(exc.orig, "sqlstate", None) or "")
+        if isinstance(exc.orig, OverflowError | ValueError) or sqlstate.startswith("22"):
+            log.warning("unstorable_value", path=request.url.path, sqlstate=sqlstate, exc_info=exc)
+            return _unstorable(request, "a value cannot be stored (out of range or invalid text)")
+        raise exc
+
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
         # Last resort for errors outside the middleware stack; see UnhandledErrorMiddleware.
         log.exception("unhandled_error", path=request.url.path)
         return internal_error_response(request)
+
+
+def _unstorable(request: Request, detail: str) -> JSONResponse:
+    return problem_response(request, 422, "invalid-value", "Validation error", detail)
 
 
 def allowed_methods(request: Request) -> list[str]:

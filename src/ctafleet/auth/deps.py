@@ -19,6 +19,7 @@ from ctafleet.api.state import AppState, client_ip, get_state
 from ctafleet.auth.models import AuthSession, User
 from ctafleet.auth.permissions import OWN_RECORDS_ONLY, Permission, Role, allowed
 from ctafleet.auth.tokens import InvalidToken, decode_access_token
+from ctafleet.observability.metrics import AUTH_FAILURES
 
 bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
 
@@ -63,7 +64,11 @@ class PublicCtx:
     request_id: str | None
 
 
-def _unauthorized(detail: str) -> Problem:
+def _unauthorized(detail: str, *, rejected: bool = True) -> Problem:
+    # Only a token that was presented and refused counts as a failure; a request without one
+    # (a browser, a health probe that took the wrong path) is not an attack signal.
+    if rejected:
+        AUTH_FAILURES.labels(kind="token").inc()
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
 
 
@@ -76,7 +81,7 @@ def require(permission: Permission) -> Callable[..., Any]:
     ) -> AsyncIterator[Ctx]:
         state = get_state(request)
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise _unauthorized("a bearer access token is required")
+            raise _unauthorized("a bearer access token is required", rejected=False)
         now = state.clock.now()
         try:
             claims = decode_access_token(state.settings.auth, credentials.credentials, now)

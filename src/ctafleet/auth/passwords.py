@@ -15,6 +15,16 @@ MAX_PASSWORD_LENGTH = 256
 _DUMMY_HASH = _hasher.hash("ctafleet-dummy-password-for-timing")
 
 
+def use_test_parameters() -> None:
+    """Cheap Argon2id parameters, for the test suite only (it hashes hundreds of passwords).
+
+    Still Argon2id, so every code path is the production one; only the cost differs.
+    """
+    global _hasher, _DUMMY_HASH
+    _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    _DUMMY_HASH = _hasher.hash("ctafleet-dummy-password-for-timing")
+
+
 class PasswordPolicyError(ValueError):
     pass
 

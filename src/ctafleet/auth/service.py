@@ -29,6 +29,7 @@ from ctafleet.auth.schemas import TokenPair, UserCreate, UserUpdate
 from ctafleet.auth.tokens import AccessClaims, digest, issue_access_token, new_secret
 from ctafleet.config import Settings
 from ctafleet.db.tenancy import get_in_tenant
+from ctafleet.observability.metrics import AUTH_FAILURES
 from ctafleet.tenants.models import Tenant
 
 log = structlog.get_logger("ctafleet.auth")
@@ -39,6 +40,11 @@ TOTP_ISSUER = "CTAFleet"
 
 def _invalid_credentials() -> Problem:
     return Problem(401, "invalid-credentials", "e-mail, password or code is wrong")
+
+
+def _invalid_refresh(detail: str) -> Problem:
+    AUTH_FAILURES.labels(kind="refresh").inc()
+    return Problem(401, "invalid-refresh-token", detail)
 
 
 def _system_actor(user: User, ip: str | None, request_id: str | None) -> Actor:
@@ -164,6 +170,7 @@ async def login(
                 )
                 await session.commit()
             log.info("login_failed", reason="credentials")
+            AUTH_FAILURES.labels(kind="password").inc()
             raise _invalid_credentials()
         actor = _system_actor(user, ip, request_id)
         if user.totp_enabled:
@@ -171,6 +178,7 @@ async def login(
                 method = await _check_second_factor(session, user, totp_code, now)
             except Problem as exc:
                 if exc.slug == "invalid-credentials":
+                    AUTH_FAILURES.labels(kind="mfa").inc()
                     audit.record(
                         session,
                         actor,
@@ -235,11 +243,11 @@ async def refresh(
             )
         ).first()
         if token is None:
-            raise Problem(401, "invalid-refresh-token", "the refresh token is not valid")
+            raise _invalid_refresh("the refresh token is not valid")
         auth_session = await session.get(AuthSession, token.session_id)
         user = await session.get(User, auth_session.user_id) if auth_session else None
         if auth_session is None or user is None:
-            raise Problem(401, "invalid-refresh-token", "the refresh token is not valid")
+            raise _invalid_refresh("the refresh token is not valid")
         actor = _system_actor(user, ip, request_id)
         # Claim the token atomically: of two concurrent refreshes exactly one wins.
         claimed = await session.execute(
@@ -261,14 +269,12 @@ async def refresh(
                 )
                 log.warning("refresh_token_reuse", session=str(auth_session.id))
             await session.commit()
-            raise Problem(
-                401,
-                "invalid-refresh-token",
-                "the refresh token was already used; the session has been revoked, log in again",
+            raise _invalid_refresh(
+                "the refresh token was already used; the session has been revoked, log in again"
             )
         if auth_session.revoked_at is not None or token.expires_at <= now or not user.is_active:
             await session.rollback()
-            raise Problem(401, "invalid-refresh-token", "the session has ended; log in again")
+            raise _invalid_refresh("the session has ended; log in again")
         # The tenant's MFA policy may have changed since login: apply it at the next rotation
         # instead of letting a session live unrestricted for the refresh token's lifetime. Any
         # live session of a user with TOTP passed it at login (enrolment and reset end the

@@ -4,7 +4,6 @@ import uuid
 from datetime import date
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import AwareDatetime
 
 from ctafleet.api.etag import if_match_version, set_etag
 from ctafleet.api.pagination import (
@@ -34,6 +33,7 @@ from ctafleet.fleet.schemas import (
     DriverUpdate,
     FuelType,
     MeterReading,
+    UtcDatetime,
     VehicleCreate,
     VehicleRead,
     VehicleStatus,
@@ -244,7 +244,7 @@ async def update_driver(
 async def list_assignments(
     vehicle_id: uuid.UUID | None = None,
     driver_id: uuid.UUID | None = None,
-    active_at: AwareDatetime | None = Query(None, description="Only those active at this time."),
+    active_at: UtcDatetime | None = Query(None, description="Only those active at this time."),
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.assignments_read)),
 ) -> object:
@@ -395,11 +395,14 @@ async def update_device(
     summary="Replace the device's credential; the old one stops working at once",
 )
 async def rotate_credential(
-    device_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.devices_manage))
+    device_id: uuid.UUID,
+    response: Response,
+    ctx: Ctx = Depends(require(Permission.devices_manage)),
 ) -> DeviceWithCredential:
     device, secret = await service.rotate_device_credential(
         ctx.session, ctx.actor, device_id, ctx.now
     )
+    set_etag(response, device.version)
     return DeviceWithCredential.model_validate(
         {**DeviceRead.model_validate(device).model_dump(), "credential": secret}
     )

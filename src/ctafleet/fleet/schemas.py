@@ -2,9 +2,17 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, date, datetime
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from ctafleet.fleet.vin import validate_vin
 from ctafleet.tenants.schemas import validate_currency
@@ -30,6 +38,18 @@ DeviceProtocol = Literal["osmand", "json", "mqtt"]
 MAX_ODOMETER_M = 10_000_000_000  # ten million km: far past any real vehicle
 MAX_ENGINE_S = 3_600 * 1_000_000
 Text100 = Field(min_length=1, max_length=100)
+
+
+def _utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # 9999-12-31T23:00-05:00 is past the end of the calendar
+        raise ValueError("the time is out of range") from exc
+
+
+# Timestamps are stored in UTC: normalising on the way in answers a create with what a later
+# read returns, and a time at the edge of the calendar is a 422 here rather than a 500 later.
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
 
 
 class Strict(BaseModel):
@@ -216,19 +236,12 @@ class DriverRead(BaseModel):
     version: int
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    # Stored as UTC: answer the create with what a later read returns, whatever offset came in.
-    return None if value is None else value.astimezone(UTC)
-
-
 class AssignmentCreate(Strict):
     vehicle_id: uuid.UUID
     driver_id: uuid.UUID
-    starts_at: AwareDatetime
-    ends_at: AwareDatetime | None = Field(None, description="Open-ended when omitted.")
+    starts_at: UtcDatetime
+    ends_at: UtcDatetime | None = Field(None, description="Open-ended when omitted.")
     notes: str = Field("", max_length=2000)
-
-    _in_utc = field_validator("starts_at", "ends_at")(_utc)
 
     @model_validator(mode="after")
     def _order(self) -> Self:
@@ -238,10 +251,8 @@ class AssignmentCreate(Strict):
 
 
 class AssignmentUpdate(Strict):
-    ends_at: AwareDatetime | None = None
+    ends_at: UtcDatetime | None = None
     notes: str | None = Field(None, max_length=2000)
-
-    _in_utc = field_validator("ends_at")(_utc)
 
 
 class AssignmentRead(BaseModel):

@@ -231,15 +231,13 @@ async def create_vehicle(session: AsyncSession, actor: Actor, data: VehicleCreat
     values = data.model_dump()
     values["plate"] = values["plate"].upper()
     values["plate_jurisdiction"] = values["plate_jurisdiction"].upper()
-    await _unique_vehicle(
-        session, actor, values["vin"], values["plate"], values["plate_jurisdiction"]
-    )
 
     async def recheck() -> None:
         await _unique_vehicle(
             session, actor, values["vin"], values["plate"], values["plate_jurisdiction"]
         )
 
+    await recheck()
     vehicle = Vehicle(tenant_id=actor.tenant_id, **values)
     session.add(vehicle)
     await _write(session, "the vehicle", commit=False, recheck=recheck)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -159,6 +158,21 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+def route_template(scope: Scope) -> str:
+    """The matched route's full template (`/api/v1/vehicles/{vehicle_id}`), never the raw path.
+
+    FastAPI keeps included routers nested: `scope["route"].path` lacks the include prefixes,
+    so the effective route context, which carries the full template, is read first. A test
+    pins this for the locked FastAPI version.
+    """
+    context = scope.get("fastapi", {}).get("effective_route_context")
+    template = getattr(context, "path_format", None)
+    if template:
+        return str(template)
+    route = scope.get("route")
+    return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
+
+
 class HttpMetricsMiddleware:
     """Counts and times requests by route template (never the raw path: bounded cardinality)."""
 
@@ -183,8 +197,7 @@ class HttpMetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             HTTP_IN_FLIGHT.dec()
-            route: Any = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            template = route_template(scope)
             method = scope.get("method", "GET")
             HTTP_REQUESTS.labels(method, template, str(status)).inc()
             HTTP_DURATION.labels(method, template).observe(time.perf_counter() - started)

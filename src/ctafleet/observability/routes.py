@@ -62,7 +62,7 @@ async def _redis_roundtrip(state: AppState) -> None:
     started = time.perf_counter()
     try:
         await asyncio.wait_for(state.redis.ping(), 1.0)
-    except Exception:  # noqa: BLE001 - a Redis outage must not break the scrape
+    except Exception:
         log.warning("redis_ping_failed")
         return
     metrics.REDIS_ROUNDTRIP.observe(time.perf_counter() - started)
@@ -74,15 +74,19 @@ async def metrics_endpoint(request: Request, ctx: PublicCtx = Depends(public()))
     if token:
         supplied = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
         if not secrets.compare_digest(supplied.encode(), token.encode()):
-            raise Problem(401, "unauthorized", "the metrics endpoint needs its bearer token",
-                          headers={"WWW-Authenticate": "Bearer"})
+            raise Problem(
+                401,
+                "unauthorized",
+                "the metrics endpoint needs its bearer token",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
     global _last_refresh
     async with _lock:
         if time.monotonic() - _last_refresh > BUSINESS_TTL_S:
             try:
                 await refresh_business_gauges(ctx.state)
                 _last_refresh = time.monotonic()
-            except Exception:  # noqa: BLE001 - stale gauges beat a failed scrape
+            except Exception:
                 log.warning("business_gauges_failed", exc_info=True)
     _pool_gauges(ctx.state)
     await _redis_roundtrip(ctx.state)
