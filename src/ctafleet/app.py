@@ -35,6 +35,7 @@ from ctafleet.observability import metrics
 from ctafleet.observability.health import router as health_router
 from ctafleet.observability.logging import configure_logging
 from ctafleet.observability.routes import router as metrics_router
+from ctafleet.observability.tracing import configure_tracing, fastapi_telemetry, instrument_clients
 from ctafleet.tenants.routes import router as tenant_router
 from ctafleet.web.routes import router as web_router
 
@@ -69,12 +70,18 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         redis=redis,
     )
 
+    tracer_provider = configure_tracing(settings, "api")
+    if tracer_provider is not None:
+        instrument_clients(tracer_provider, state.db.engine)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         yield
         await state.db.dispose()
         if state.redis is not None:
             await state.redis.aclose()
+        if tracer_provider is not None:
+            tracer_provider.shutdown()
 
     app = FastAPI(
         title="CTAFleet API",
@@ -85,7 +92,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         openapi_url="/api/openapi.json",
         lifespan=lifespan,
         debug=settings.debug,
+        telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
     )
+    app.state.tracer_provider = tracer_provider
     app.state.ctafleet = state
     problems.install(app)
 

@@ -147,8 +147,18 @@ class ObservabilitySettings(BaseModel):
     )
     log_json: bool = Field(True, description="JSON log lines (false: human-readable console).")
     traces_enabled: bool = Field(False, description="Export OpenTelemetry traces.")
-    otlp_endpoint: str = Field("", description="OTLP endpoint for traces.")
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/HTTP collector base URL for traces (`http://otel-collector:4318`); "
+        "empty: spans are made but not exported.",
+    )
     trace_sample_ratio: float = Field(0.1, ge=0, le=1, description="Share of traces sampled.")
+    azure_monitor_connection_string: SecretStr = Field(
+        SecretStr(""),
+        description="Application Insights connection string: with traces_enabled, traces go to "
+        "Azure Monitor through its OpenTelemetry distro (install `ctafleet[azure]`) instead of "
+        "OTLP.",
+    )
     metrics_token: SecretStr = Field(
         SecretStr(""),
         description="Bearer token Prometheus must send to `/metrics`. Empty: `/metrics` is open "

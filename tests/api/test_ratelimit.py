@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 
+from ctafleet.observability.metrics import REGISTRY
 from tests.api.conftest import own_app
 from tests.conftest import Api, make_settings
 
@@ -74,13 +75,19 @@ async def test_login_limit_holds_across_replicas(api: Api, tmp_path: Path, redis
         assert_rate_limited(await _bad_login(two))
 
 
+def _refused(limit: str) -> float:
+    return REGISTRY.get_sample_value("ctafleet_rate_limited_total", {"limit": limit}) or 0.0
+
+
 async def test_login_limit_in_memory_without_redis(api: Api, tmp_path: Path) -> None:
     ip = _ip()
     async with own_app(api.backend, tmp_path, client_ip=ip, **_settings(None)) as own:
         assert own.app.state.ctafleet.limiter.backend == "memory"
         for _ in range(5):
             assert (await _bad_login(own)).status_code == 401
+        before = _refused("login")
         assert_rate_limited(await _bad_login(own))
+        assert _refused("login") == before + 1
 
 
 async def test_api_limit_per_user_across_replicas(api: Api, tmp_path: Path, redis_url: str) -> None:
@@ -109,7 +116,9 @@ async def test_api_limit_per_user_in_memory(api: Api, tmp_path: Path) -> None:
         for _ in range(3):
             r = await own.client.get("/api/v1/auth/me", headers=t.headers("viewer"))
             assert r.status_code == 200, r.text
+        before = _refused("api")
         assert_rate_limited(await own.client.get("/api/v1/auth/me", headers=t.headers("viewer")))
+        assert _refused("api") == before + 1
 
 
 async def test_unreachable_redis_is_a_503_not_a_500(api: Api, tmp_path: Path) -> None:

@@ -12,9 +12,15 @@ from limits.aio.strategies import SlidingWindowCounterRateLimiter
 from limits.errors import StorageError
 
 from ctafleet.api.problems import Problem
+from ctafleet.observability import metrics
 
 log = structlog.get_logger("ctafleet.ratelimit")
 STORE_RETRY_AFTER_S = 5
+# The `limit` label of ctafleet_rate_limited_total, by the first identifier of a hit.
+METRIC_LABELS = {"auth-ip": "login", "user": "api"}
+for _label in (*METRIC_LABELS.values(), "other"):
+    # Series exist from the start at 0, so rate() and alerts see the first refusal.
+    metrics.RATE_LIMITED.labels(_label)
 
 
 class RateLimiter:
@@ -59,6 +65,8 @@ class RateLimiter:
                 headers={"Retry-After": str(STORE_RETRY_AFTER_S)},
             ) from exc
         retry_after = max(1, math.ceil(stats.reset_time - time.time()))
+        kind = identifiers[0] if identifiers else ""
+        metrics.RATE_LIMITED.labels(METRIC_LABELS.get(kind, "other")).inc()
         raise Problem(
             429,
             "rate-limited",

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from ctafleet.config import Settings
+from ctafleet.observability.tracing import add_trace_ids
 
 REDACTED = "[redacted]"
 _SECRET_KEYS = re.compile(
@@ -84,6 +85,7 @@ def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.observability.log_level)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
