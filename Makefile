@@ -10,7 +10,7 @@ export CTAFLEET_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgr
 export CTAFLEET_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?= -n auto
 
-.PHONY: demo test lint types pytest install install-dev docs clean
+.PHONY: demo test lint types pytest install install-dev tools docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CTAFleet needs Python 3.11 or newer")'
@@ -39,7 +39,11 @@ lint: install-dev
 types: install-dev
 	$(BIN)/mypy
 
-pytest: install-dev
+# Servers and tools the tests start themselves (Prometheus, syslog-ng, Azurite, pgBackRest...).
+tools:
+	scripts/install-test-deps.sh
+
+pytest: install-dev tools
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 test: lint types pytest

@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from tests.conftest import service_unavailable
 from tests.deploy.live import MONITORING, ROOT, ApiProcess, Prometheus, free_port, http, wait_for
 

@@ -291,9 +291,8 @@ def test_blackbox_modules() -> None:
 def test_blackbox_config_check() -> None:
     binary = shutil.which("prometheus-blackbox-exporter") or shutil.which("blackbox_exporter")
     if not binary:
-        pytest.skip(
-            "blackbox exporter not installed (optional: apt-get install "
-            "prometheus-blackbox-exporter)"
+        service_unavailable(
+            "blackbox exporter not installed: run scripts/install-monitoring-tools.sh"
         )
     assert_ok(run(binary, "--config.check", f"--config.file={BLACKBOX_CONFIG}"))
 

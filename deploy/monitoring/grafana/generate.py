@@ -171,8 +171,9 @@ DASHBOARDS = [
                 "Share of API requests answered with a server error (5 min).",
                 [
                     (
-                        f'sum(rate(ctafleet_http_requests_total{{{API},status=~"5.."}}{RATE})) / '
-                        f"sum(rate(ctafleet_http_requests_total{{{API}}}{RATE}))",
+                        # `or vector(0)`: no 5xx series yet is a ratio of 0, not "no data".
+                        f'(sum(rate(ctafleet_http_requests_total{{{API},status=~"5.."}}{RATE})) '
+                        f"or vector(0)) / sum(rate(ctafleet_http_requests_total{{{API}}}{RATE}))",
                         "5xx",
                     )
                 ],

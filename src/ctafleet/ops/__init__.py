@@ -1,0 +1,1 @@
+"""Operations: backup, restore, disaster recovery, certificates."""
