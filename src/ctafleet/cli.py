@@ -83,22 +83,48 @@ def serve(
     forwarded_allow_ips: Annotated[
         str, typer.Option(help="Proxies trusted for X-Forwarded-*.")
     ] = "127.0.0.1",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Worker processes behind the port; with more than one, /metrics aggregates "
+            "them through PROMETHEUS_MULTIPROC_DIR (made fresh here if unset).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the API and web UI (ASGI, uvicorn)."""
     import uvicorn
 
-    from ctafleet.app import create_app
-
     settings = _settings()
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        proxy_headers=proxy_headers,
-        forwarded_allow_ips=forwarded_allow_ips,
-        log_config=None,
-        server_header=False,
-    )
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "proxy_headers": proxy_headers,
+        "forwarded_allow_ips": forwarded_allow_ips,
+        "log_config": None,
+        "server_header": False,
+    }
+    if workers == 1:
+        from ctafleet.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    _multiprocess_metrics_dir(settings.data_dir)
+    # Several processes need an import string; each builds the app from the same environment.
+    uvicorn.run("ctafleet.app:create_app", factory=True, workers=workers, **options)
+
+
+def _multiprocess_metrics_dir(data_dir: Path) -> None:
+    """prometheus-client's multiprocess mode needs an empty directory shared by the workers."""
+    import shutil
+
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        path = str((data_dir / "metrics-multiproc").resolve())
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    shutil.rmtree(path, ignore_errors=True)  # stale files of dead workers would be summed
+    Path(path).mkdir(parents=True, exist_ok=True)
 
 
 @app.command()

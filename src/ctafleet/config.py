@@ -169,7 +169,65 @@ class ObservabilitySettings(BaseModel):
 class BackupSettings(BaseModel):
     retention_days: int = Field(30, ge=1, le=3650, description="Days logical backups are kept.")
     age_recipient: str = Field(
-        "", description="Public key backups are encrypted to; the private key is held elsewhere."
+        "",
+        description="age public key(s) (`age1...`) backups are encrypted to, comma-separated "
+        "(several while a key is being rotated); the private key is held elsewhere.",
+    )
+    keep_daily: int = Field(
+        0, ge=0, le=3650, description="`prune` also keeps the newest backup of this many days."
+    )
+    keep_weekly: int = Field(
+        0, ge=0, le=520, description="`prune` also keeps the newest backup of this many weeks."
+    )
+    keep_monthly: int = Field(
+        0, ge=0, le=240, description="`prune` also keeps the newest backup of this many months."
+    )
+    prefix: str = Field(
+        "backups/",
+        pattern=r"^([A-Za-z0-9][A-Za-z0-9._=+-]*/)*$",
+        description="Key prefix of logical backups in object storage (ends with `/`).",
+    )
+    compression_level: int = Field(
+        3, ge=1, le=19, description="zstd level of logical backups (higher: smaller, slower)."
+    )
+    identity_file: str = Field(
+        "",
+        description="age identity (private key) file used by `backup verify` and `restore`. "
+        "Set it only where those run, never on the host that creates backups.",
+    )
+    scratch_dir: str = Field(
+        "",
+        description="Directory for temporary files (SQLite snapshot, parallel restore). Empty: "
+        "the system temporary directory.",
+    )
+    scratch_database_url: str = Field(
+        "",
+        description="PostgreSQL server on which `backup verify` creates (and drops) its scratch "
+        "database. Empty: the server of the database admin URL.",
+    )
+    pg_bin_dir: str = Field(
+        "",
+        description="Directory of `pg_dump`/`pg_restore` (at least the server's major version). "
+        "Empty: found on PATH.",
+    )
+    metrics_file: str = Field(
+        "",
+        description="Prometheus text file the backup commands write their metrics to "
+        "(node-exporter textfile collector, name ending in `.prom`). Empty: none.",
+    )
+    pushgateway_url: str = Field(
+        "", description="Prometheus Pushgateway the backup commands push metrics to. Empty: none."
+    )
+    notify_webhook_url: SecretStr = Field(
+        SecretStr(""), description="URL that receives a JSON POST when a backup command fails."
+    )
+    notify_email: list[str] = Field(
+        default_factory=list,
+        description="Addresses e-mailed when a backup command fails (JSON list; sent through "
+        "`CTAFLEET_NOTIFICATIONS__SMTP_URL`).",
+    )
+    notify_on_success: bool = Field(
+        False, description="Also notify when a backup command succeeds."
     )
 
 

@@ -19,7 +19,6 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
-    Info,
     PlatformCollector,
     ProcessCollector,
     generate_latest,
@@ -142,14 +141,18 @@ TLS_CERT_EXPIRY = _g(
     ("host",),
     mode="min",
 )
-BUILD_INFO = Info(
-    "build", "Version and commit of the running code.", namespace=NAMESPACE, registry=REGISTRY
+# A gauge rather than an Info metric: Info does not work in multiprocess mode.
+BUILD_INFO = _g(
+    "build_info",
+    "Version and commit of the running code (always 1).",
+    ("version", "commit", "process"),
+    mode="max",
 )
 
 
 def set_build_info(process: str) -> None:
     commit = os.environ.get("CTAFLEET_COMMIT", "unknown")
-    BUILD_INFO.info({"version": __version__, "commit": commit, "process": process})
+    BUILD_INFO.labels(__version__, commit, process).set(1)
 
 
 def render() -> tuple[bytes, str]:

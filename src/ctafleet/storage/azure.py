@@ -33,8 +33,8 @@ from azure.core.exceptions import (
 from azure.storage.blob import BlobBlock, BlobServiceClient, ContentSettings
 
 from ctafleet.storage.base import (
-    CHUNK,
     SHA256_KEY,
+    ContainerNotFoundError,
     Hasher,
     ObjectExistsError,
     ObjectInfo,
@@ -104,8 +104,15 @@ class AzureBlobStore(ObjectStore):
         concurrency: int = CONCURRENCY,
     ) -> None:
         try:
+            # The SDK's default back-off waits over a minute before reporting an unreachable
+            # endpoint; a scheduled job should fail within seconds and let the next run retry.
             self._service = BlobServiceClient.from_connection_string(
-                connection_string, connection_timeout=20, read_timeout=120
+                connection_string,
+                connection_timeout=20,
+                read_timeout=120,
+                retry_total=4,
+                initial_backoff=2,
+                increment_base=2,
             )
         except (ValueError, AzureError) as exc:
             # The SDK's message may quote the string; only its kind is safe to show.
@@ -122,10 +129,15 @@ class AzureBlobStore(ObjectStore):
 
     def _raise(self, exc: AzureError, key: str | None = None) -> NoReturn:
         where = f"{key} in {self.description}" if key else self.description
-        code = getattr(exc, "error_code", None) or ""
+        raw_code = getattr(exc, "error_code", None) or ""
+        code = str(getattr(raw_code, "value", raw_code))
         status = getattr(exc, "status_code", None)
         if code == "ContainerNotFound":
-            raise StorageError_container(self) from None
+            raise ContainerNotFoundError(
+                f"Azure Blob container {self.container!r} does not exist at {self.endpoint}: "
+                "create it (Terraform, or `az storage container create`), or fix "
+                "CTAFLEET_STORAGE__AZURE_CONTAINER"
+            ) from None
         if isinstance(exc, ResourceNotFoundError) or code == "BlobNotFound":
             raise ObjectNotFoundError(f"{where}: not found") from None
         if isinstance(exc, ClientAuthenticationError) or code in _AUTH_CODES or status == 403:
@@ -192,7 +204,7 @@ class AzureBlobStore(ObjectStore):
                     future.cancel()
                 raise
             conditions: dict[str, Any] = (
-                {} if overwrite else {"etag": "*", "match_condition": MatchConditions.IfMissing}
+                {} if overwrite else {"match_condition": MatchConditions.IfMissing}
             )
             blob.commit_block_list(
                 blocks,
@@ -253,16 +265,3 @@ class AzureBlobStore(ObjectStore):
                 self._raise(exc, key)
         except AzureError as exc:
             self._raise(exc, key)
-
-    def read_chunk_size(self) -> int:
-        return CHUNK
-
-
-def StorageError_container(store: AzureBlobStore) -> StorageError:  # noqa: N802
-    from ctafleet.storage.base import ContainerNotFoundError
-
-    return ContainerNotFoundError(
-        f"Azure Blob container {store.container!r} does not exist at {store.endpoint}: create "
-        "it (Terraform, or `az storage container create`), or fix "
-        "CTAFLEET_STORAGE__AZURE_CONTAINER"
-    )

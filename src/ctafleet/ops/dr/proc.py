@@ -89,7 +89,7 @@ def run(
             env=full_env,
             timeout=timeout,
             # A cwd the server account can read: pg_ctl and pgBackRest resolve it at start.
-            cwd="/",
+            cwd="/" if user is not None and user.switch_needed else None,
             check=False,
             **kwargs,  # type: ignore[call-overload]
         )
