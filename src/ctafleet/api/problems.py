@@ -9,7 +9,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import IntegrityError, StatementError
+from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctafleet.api.requestid import current_request_id
@@ -128,6 +129,28 @@ def install(app: FastAPI) -> None:
     async def _problem(request: Request, exc: Problem) -> JSONResponse:
         return problem_response(
             request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
+        )
+
+    # Safety nets: services map these to specific problems; a path that forgets must still
+    # answer a conflict, not a 500.
+    @app.exception_handler(StaleDataError)
+    async def _stale(request: Request, exc: StaleDataError) -> JSONResponse:
+        log.warning("unmapped_concurrent_update", path=request.url.path)
+        return problem_response(
+            request,
+            409,
+            "concurrent-update",
+            "Conflict",
+            "the object changed while you were changing it; fetch it again and retry",
+        )
+
+    @app.exception_handler(IntegrityError)
+    async def _integrity(request: Request, exc: IntegrityError) -> JSONResponse:
+        log.warning(
+            "unmapped_integrity_error", path=request.url.path, error=type(exc.orig).__name__
+        )
+        return problem_response(
+            request, 409, "conflict", "Conflict", "the change conflicts with existing data"
         )
 
     @app.exception_handler(RequestValidationError)

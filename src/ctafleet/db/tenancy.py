@@ -29,7 +29,9 @@ async def get_in_tenant(
         model.tenant_id == actor.tenant_id,  # type: ignore[attr-defined]
     )
     if for_update:
-        stmt = stmt.with_for_update()
+        # Re-read under the lock: an object already in the session would otherwise keep the
+        # values it had before another transaction changed it.
+        stmt = stmt.with_for_update().execution_options(populate_existing=True)
     obj = (await session.scalars(stmt)).first()
     if obj is not None:
         return obj

@@ -78,13 +78,15 @@ async def update_tenant(
         raise Problem(422, "validation-error", "settings cannot be set to null")
     for key, value in changes.items():
         setattr(tenant, key, sorted(set(value)) if key == "mfa_required_roles" else value)
-    audit.record(
-        session,
-        actor,
-        action="update",
-        entity_type="tenant",
-        entity_id=tenant.id,
-        changes=audit.diff(before, audit.snapshot(tenant)),
-    )
+    changed = audit.diff(before, audit.snapshot(tenant))
+    if changed:  # an empty PATCH changes nothing and records nothing
+        audit.record(
+            session,
+            actor,
+            action="update",
+            entity_type="tenant",
+            entity_id=tenant.id,
+            changes=changed,
+        )
     await session.commit()
     return tenant

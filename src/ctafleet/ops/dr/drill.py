@@ -92,13 +92,17 @@ async def _capture(conn: AsyncConnection) -> DataState:
         counts: dict[str, int] = {}
         for schema, name in tables:
             qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
-            value = (await conn.execute(text(f"SELECT count(*) FROM {qualified}"))).scalar()
+            count_sql = f"SELECT count(*) FROM {qualified}"  # noqa: S608 - quoted catalog names
+            value = (await conn.execute(text(count_sql))).scalar()
             counts[f"{schema}.{name}"] = int(value or 0)
         revision = None
         if "public.alembic_version" in counts:
             revision = (
                 await conn.execute(
-                    text("SELECT string_agg(version_num, ',' ORDER BY version_num) FROM alembic_version")
+                    text(
+                        "SELECT string_agg(version_num, ',' ORDER BY version_num) "
+                        "FROM alembic_version"
+                    )
                 )
             ).scalar()
     return DataState(
@@ -199,9 +203,7 @@ def _as_utc(value: Any) -> dt.datetime | None:
     return None
 
 
-def _finish(
-    report: dict[str, Any], targets: Targets, started: dt.datetime
-) -> dict[str, Any]:
+def _finish(report: dict[str, Any], targets: Targets, started: dt.datetime) -> dict[str, Any]:
     finished = dt.datetime.now(dt.UTC)
     report["finished_at"] = finished.isoformat()
     report["duration_seconds"] = round((finished - started).total_seconds(), 3)
@@ -284,8 +286,9 @@ def physical_drill(
             "-c", "cluster_name=ctafleet-drill",
             *server_options,
         ]  # fmt: skip
-        server = LocalServer(data, pb.user, pg_bin=pg_bin, log_file=scratch / "server.log",
-                             env=pb.env)
+        server = LocalServer(
+            data, pb.user, pg_bin=pg_bin, log_file=scratch / "server.log", env=pb.env
+        )
         restore_args = [
             f"--pg1-path={data}",
             # The scratch copy must never push its new timeline into the real archive.
@@ -295,7 +298,9 @@ def physical_drill(
             f"--set={chosen.label}",
         ]
         scratch_conn = ConnInfo(
-            host=str(run_dir), port=port, user=pb.option("pg1-user") or "postgres",
+            host=str(run_dir),
+            port=port,
+            user=pb.option("pg1-user") or "postgres",
             database=source.database,
         )
 

@@ -84,7 +84,9 @@ def list_backups() -> list[LogicalBackup]:
     try:
         data = json.loads(result.stdout)
     except json.JSONDecodeError:
-        raise DrError(f"`ctafleet backup list --json` printed no JSON: {result.stdout[:200]!r}")
+        raise DrError(
+            f"`ctafleet backup list --json` printed no JSON: {result.stdout[:200]!r}"
+        ) from None
     if isinstance(data, dict):
         data = data.get("backups") or data.get("data") or data.get("items") or []
     backups = []
@@ -108,8 +110,16 @@ def list_backups() -> list[LogicalBackup]:
 
 def restore(backup_id: str, target_url: str, extra_args: Sequence[str] = ()) -> None:
     run(
-        [*backup_cli(), "backup", "restore", backup_id, "--target-url", target_url, "--yes",
-         *extra_args],
+        [
+            *backup_cli(),
+            "backup",
+            "restore",
+            backup_id,
+            "--target-url",
+            target_url,
+            "--yes",
+            *extra_args,
+        ],
         timeout=3600,
         what="ctafleet backup restore",
     )

@@ -82,7 +82,7 @@ def run(
         full_env["HOME"] = user.home
         full_env["USER"] = full_env["LOGNAME"] = user.name
     try:
-        result = subprocess.run(  # noqa: S603 - argv lists built by this package, no shell
+        result: subprocess.CompletedProcess[str] = subprocess.run(  # noqa: S603 - argv lists built by this package, no shell
             list(argv),
             capture_output=True,
             text=True,

@@ -67,25 +67,33 @@ def write_metrics(path: Path, report: dict[str, Any]) -> None:
     labels = ("mode",)
     mode = str(report.get("mode", "unknown"))
     success = Gauge(
-        METRIC_SUCCESS, "1 if the last DR drill restored and verified, else 0.", labels,
+        METRIC_SUCCESS,
+        "1 if the last DR drill restored and verified, else 0.",
+        labels,
         registry=registry,
     )
     success.labels(mode).set(1 if report.get("success") else 0)
     if report.get("rto_seconds") is not None:
         Gauge(
-            METRIC_RTO, "Time the last DR drill took to a serving database.", labels,
+            METRIC_RTO,
+            "Time the last DR drill took to a serving database.",
+            labels,
             registry=registry,
         ).labels(mode).set(float(report["rto_seconds"]))
     if report.get("rpo_seconds") is not None:
         Gauge(
-            METRIC_RPO, "Data the last DR drill lost relative to its source, in seconds.", labels,
+            METRIC_RPO,
+            "Data the last DR drill lost relative to its source, in seconds.",
+            labels,
             registry=registry,
         ).labels(mode).set(float(report["rpo_seconds"]))
     last = report.get("last_success_at")
     if last:
         stamp = dt.datetime.fromisoformat(str(last)).timestamp()
         Gauge(
-            METRIC_LAST_SUCCESS, "Unix time of the last successful DR drill.", labels,
+            METRIC_LAST_SUCCESS,
+            "Unix time of the last successful DR drill.",
+            labels,
             registry=registry,
         ).labels(mode).set(stamp)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from ctafleet.ops.dr.pgbackrest import PgBackRest
-from ctafleet.ops.dr.postgres import ConnInfo, LocalServer, Pg, clean_recovery_settings, wait_writable
+from ctafleet.ops.dr.postgres import (
+    ConnInfo,
+    LocalServer,
+    Pg,
+    clean_recovery_settings,
+    wait_writable,
+)
 from ctafleet.ops.dr.proc import DrError, run
 
 
@@ -87,7 +93,9 @@ def restore_and_start(
     else:
         server.start(start_options)
     ready = wait_writable(
-        Pg(conn), timeout=max(timeout - (restored - started), 60), server=server,
+        Pg(conn),
+        timeout=max(timeout - (restored - started), 60),
+        server=server,
         relax_sync=relax_sync,
     )
     serving = time.monotonic()

@@ -70,11 +70,19 @@ def check_archive(pg: Pg, targets: StatusTargets, now: dt.datetime) -> Check:
     )[0]
     name = "wal_archive_rpo"
     if row["standby"]:
-        return Check(name, UNKNOWN, target=targets.rpo_seconds,
-                     detail="this server is a standby; run status against the primary")
+        return Check(
+            name,
+            UNKNOWN,
+            target=targets.rpo_seconds,
+            detail="this server is a standby; run status against the primary",
+        )
     if row["mode"] == "off":
-        return Check(name, BREACH, target=targets.rpo_seconds,
-                     detail="archive_mode is off: nothing reaches the archive")
+        return Check(
+            name,
+            BREACH,
+            target=targets.rpo_seconds,
+            detail="archive_mode is off: nothing reaches the archive",
+        )
     high, low = str(row["insert_lsn"]).split("/")
     insert = (int(high, 16) << 32) | int(low, 16)
     last_wal, last_time = row["last_archived_wal"], row["last_archived_time"]
@@ -124,11 +132,22 @@ def check_replication(pg: Pg, targets: StatusTargets) -> Check:
         )[0]
         lag = float(row["lag"] or 0.0)
         if row["receiver"] != "streaming":
-            return Check(name, BREACH, lag, targets.replica_lag_seconds,
-                         detail=f"standby not streaming from its primary ({row['receiver']})")
+            return Check(
+                name,
+                BREACH,
+                lag,
+                targets.replica_lag_seconds,
+                detail=f"standby not streaming from its primary ({row['receiver']})",
+            )
         state = OK if lag <= targets.replica_lag_seconds else BREACH
-        return Check(name, state, round(lag, 3), targets.replica_lag_seconds,
-                     detail="standby, streaming", data={"role": "standby"})
+        return Check(
+            name,
+            state,
+            round(lag, 3),
+            targets.replica_lag_seconds,
+            detail="standby, streaming",
+            data={"role": "standby"},
+        )
     rows = pg.rows(
         "SELECT application_name AS name, state, sync_state, "
         "coalesce(extract(epoch FROM replay_lag), 0) AS lag, "
@@ -143,12 +162,23 @@ def check_replication(pg: Pg, targets: StatusTargets) -> Check:
     streaming = [s for s in standbys if s["state"] == "streaming"]
     data = {"role": "primary", "standbys": standbys}
     if len(streaming) < targets.expect_standbys:
-        return Check(name, BREACH, None, targets.replica_lag_seconds, data=data,
-                     detail=f"{len(streaming)} standby(s) streaming, "
-                     f"{targets.expect_standbys} expected")
+        return Check(
+            name,
+            BREACH,
+            None,
+            targets.replica_lag_seconds,
+            data=data,
+            detail=f"{len(streaming)} standby(s) streaming, {targets.expect_standbys} expected",
+        )
     if not standbys:
-        return Check(name, OK, None, targets.replica_lag_seconds, data=data,
-                     detail="no standby (none expected)")
+        return Check(
+            name,
+            OK,
+            None,
+            targets.replica_lag_seconds,
+            data=data,
+            detail="no standby (none expected)",
+        )
     lag = max(s["lag_seconds"] for s in standbys)
     state = OK if lag <= targets.replica_lag_seconds else BREACH
     detail = ", ".join(f"{s['name']} {s['state']}/{s['sync_state']}" for s in standbys)
@@ -159,37 +189,60 @@ def check_physical_backup(pb: PgBackRest, targets: StatusTargets, now: dt.dateti
     name = "physical_backup_age"
     sets = backup_sets(pb.info(), pb.repo)
     if not sets:
-        return Check(name, BREACH, None, targets.physical_backup_age_seconds,
-                     detail=f"no pgBackRest backup in stanza {pb.stanza}")
+        return Check(
+            name,
+            BREACH,
+            None,
+            targets.physical_backup_age_seconds,
+            detail=f"no pgBackRest backup in stanza {pb.stanza}",
+        )
     newest = sets[-1]
     age = (now - newest.stopped_at).total_seconds()
     state = OK if age <= targets.physical_backup_age_seconds else BREACH
     per_repo = {}
     for s in sets:
         per_repo[f"repo{s.repo}"] = {"label": s.label, "stopped_at": s.stopped_at.isoformat()}
-    return Check(name, state, round(age, 1), targets.physical_backup_age_seconds,
-                 detail=f"{newest.label} ({newest.type}) in repo{newest.repo}", data=per_repo)
+    return Check(
+        name,
+        state,
+        round(age, 1),
+        targets.physical_backup_age_seconds,
+        detail=f"{newest.label} ({newest.type}) in repo{newest.repo}",
+        data=per_repo,
+    )
 
 
 def check_logical_backup(targets: StatusTargets, now: dt.datetime) -> Check:
     name = "logical_backup_age"
     ok, why = logical.available()
     if not ok:
-        return Check(name, UNKNOWN, None, targets.logical_backup_age_seconds,
-                     detail=f"`ctafleet backup` not available: {why}")
+        return Check(
+            name,
+            UNKNOWN,
+            None,
+            targets.logical_backup_age_seconds,
+            detail=f"`ctafleet backup` not available: {why}",
+        )
     backups = logical.list_backups()
     if not backups:
-        return Check(name, BREACH, None, targets.logical_backup_age_seconds,
-                     detail="no logical backup")
+        return Check(
+            name, BREACH, None, targets.logical_backup_age_seconds, detail="no logical backup"
+        )
     newest = backups[-1]
     when = newest.finished_at or newest.started_at
     if when is None:
-        return Check(name, UNKNOWN, None, targets.logical_backup_age_seconds,
-                     detail=f"backup {newest.id} has no time")
+        return Check(
+            name,
+            UNKNOWN,
+            None,
+            targets.logical_backup_age_seconds,
+            detail=f"backup {newest.id} has no time",
+        )
     age = (now - when).total_seconds()
     state = OK if age <= targets.logical_backup_age_seconds else BREACH
-    return Check(name, state, round(age, 1), targets.logical_backup_age_seconds,
-                 detail=f"backup {newest.id}")
+    return Check(
+        name, state, round(age, 1), targets.logical_backup_age_seconds, detail=f"backup {newest.id}"
+    )
 
 
 def check_drill(reports: Sequence[Path], targets: StatusTargets, now: dt.datetime) -> Check:
@@ -197,23 +250,51 @@ def check_drill(reports: Sequence[Path], targets: StatusTargets, now: dt.datetim
     name = "rto_estimate"
     found = [(p, r) for p in reports if (r := read_report(p)) is not None]
     if not found:
-        return Check(name, UNKNOWN, None, targets.rto_seconds,
-                     detail="no drill report: run `ctafleet dr drill`")
+        return Check(
+            name,
+            UNKNOWN,
+            None,
+            targets.rto_seconds,
+            detail="no drill report: run `ctafleet dr drill`",
+        )
     path, newest = max(found, key=lambda pr: str(pr[1].get("finished_at", "")))
     finished = dt.datetime.fromisoformat(str(newest["finished_at"]))
     age = (now - finished).total_seconds()
     rto = newest.get("rto_seconds")
-    data = {"report": str(path), "mode": newest.get("mode"), "finished_at": newest["finished_at"],
-            "success": newest.get("success"), "rpo_seconds": newest.get("rpo_seconds")}
+    data = {
+        "report": str(path),
+        "mode": newest.get("mode"),
+        "finished_at": newest["finished_at"],
+        "success": newest.get("success"),
+        "rpo_seconds": newest.get("rpo_seconds"),
+    }
     if not newest.get("success"):
-        return Check(name, BREACH, rto, targets.rto_seconds, data=data,
-                     detail=f"the last drill failed: {newest.get('error') or 'verification'}")
+        return Check(
+            name,
+            BREACH,
+            rto,
+            targets.rto_seconds,
+            data=data,
+            detail=f"the last drill failed: {newest.get('error') or 'verification'}",
+        )
     if age > targets.drill_age_seconds:
-        return Check(name, BREACH, rto, targets.rto_seconds, data=data,
-                     detail=f"the last drill is {age / 86400:.0f} days old")
+        return Check(
+            name,
+            BREACH,
+            rto,
+            targets.rto_seconds,
+            data=data,
+            detail=f"the last drill is {age / 86400:.0f} days old",
+        )
     state = OK if rto is not None and rto <= targets.rto_seconds else BREACH
-    return Check(name, state, rto, targets.rto_seconds, data=data,
-                 detail=f"{newest.get('mode')} drill of {finished:%Y-%m-%d}")
+    return Check(
+        name,
+        state,
+        rto,
+        targets.rto_seconds,
+        data=data,
+        detail=f"{newest.get('mode')} drill of {finished:%Y-%m-%d}",
+    )
 
 
 def collect(
