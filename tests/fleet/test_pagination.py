@@ -380,7 +380,7 @@ async def test_csv_export(api: Api) -> None:
 async def test_csv_export_spans_internal_pages(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
     t = await api.tenant(roles=["admin"])
     vehicles = await make_fleet(api, t)
-    monkeypatch.setattr(routes, "stream_all", functools.partial(stream_all, page_size=2))
+    monkeypatch.setattr(pagination, "stream_all", functools.partial(stream_all, page_size=2))
     for sort, expected in SORTS[:4]:
         r = await api.client.get(V, params={"format": "csv", "sort": sort}, headers=t.headers())
         assert r.status_code == 200, r.text

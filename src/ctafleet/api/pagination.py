@@ -275,3 +275,20 @@ def csv_response(
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
     )
+
+
+async def list_response(
+    session: AsyncSession,
+    stmt: Select[Any],
+    params: ListParams,
+    sorting: Sorting,
+    schema: type[BaseModel],
+    filename: str,
+) -> Any:
+    """A list route's answer: one page as `Page[schema]`, or every row as CSV."""
+    if params.format == "csv":
+        return csv_response(stream_all(session, stmt, params, sorting), schema, filename)
+    rows, info = await paginate(session, stmt, params, sorting)
+    return Page[schema](  # type: ignore[valid-type]
+        data=[schema.model_validate(r) for r in rows], pagination=info
+    )

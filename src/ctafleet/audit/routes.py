@@ -10,10 +10,8 @@ from ctafleet.api.pagination import (
     ListParams,
     Page,
     Sorting,
-    csv_response,
     list_params,
-    paginate,
-    stream_all,
+    list_response,
 )
 from ctafleet.audit import service
 from ctafleet.audit.models import AuditEvent
@@ -63,11 +61,6 @@ async def list_events(
         since=since,
         until=until,
     )
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, SORTING), AuditEventRead, "audit-events.csv"
-        )
-    rows, info = await paginate(ctx.session, stmt, params, SORTING)
-    return Page[AuditEventRead](
-        data=[AuditEventRead.model_validate(r) for r in rows], pagination=info
+    return await list_response(
+        ctx.session, stmt, params, SORTING, AuditEventRead, "audit-events.csv"
     )

@@ -10,10 +10,8 @@ from ctafleet.api.pagination import (
     ListParams,
     Page,
     Sorting,
-    csv_response,
     list_params,
-    paginate,
-    stream_all,
+    list_response,
 )
 from ctafleet.auth import service
 from ctafleet.auth.deps import Ctx, PublicCtx, public, require
@@ -133,12 +131,7 @@ async def list_users(
         stmt = stmt.where(User.role == role)
     if is_active is not None:
         stmt = stmt.where(User.is_active == is_active)
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, USER_SORTING), UserRead, "users.csv"
-        )
-    rows, info = await paginate(ctx.session, stmt, params, USER_SORTING)
-    return Page[UserRead](data=[UserRead.model_validate(r) for r in rows], pagination=info)
+    return await list_response(ctx.session, stmt, params, USER_SORTING, UserRead, "users.csv")
 
 
 @users.post("", response_model=UserRead, status_code=201, summary="Create a user")

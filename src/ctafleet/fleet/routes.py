@@ -10,10 +10,8 @@ from ctafleet.api.pagination import (
     ListParams,
     Page,
     Sorting,
-    csv_response,
     list_params,
-    paginate,
-    stream_all,
+    list_response,
 )
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
@@ -112,12 +110,9 @@ async def list_vehicles(
         q=q,
     )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Vehicle, ctx.now)
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, VEHICLE_SORTING), VehicleRead, "vehicles.csv"
-        )
-    rows, info = await paginate(ctx.session, stmt, params, VEHICLE_SORTING)
-    return Page[VehicleRead](data=[VehicleRead.model_validate(r) for r in rows], pagination=info)
+    return await list_response(
+        ctx.session, stmt, params, VEHICLE_SORTING, VehicleRead, "vehicles.csv"
+    )
 
 
 @vehicles.post("", response_model=VehicleRead, status_code=201, summary="Add a vehicle")
@@ -192,12 +187,7 @@ async def list_drivers(
         ctx.actor, status=status, licence_expires_before=licence_expires_before, q=q
     )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Driver, ctx.now)
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, DRIVER_SORTING), DriverRead, "drivers.csv"
-        )
-    rows, info = await paginate(ctx.session, stmt, params, DRIVER_SORTING)
-    return Page[DriverRead](data=[DriverRead.model_validate(r) for r in rows], pagination=info)
+    return await list_response(ctx.session, stmt, params, DRIVER_SORTING, DriverRead, "drivers.csv")
 
 
 @drivers.post("", response_model=DriverRead, status_code=201, summary="Add a driver")
@@ -252,15 +242,8 @@ async def list_assignments(
         ctx.actor, vehicle_id=vehicle_id, driver_id=driver_id, active_at=active_at
     )
     stmt = await service.scoped(ctx.session, ctx.actor, stmt, Assignment, ctx.now)
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, ASSIGNMENT_SORTING),
-            AssignmentRead,
-            "assignments.csv",
-        )
-    rows, info = await paginate(ctx.session, stmt, params, ASSIGNMENT_SORTING)
-    return Page[AssignmentRead](
-        data=[AssignmentRead.model_validate(r) for r in rows], pagination=info
+    return await list_response(
+        ctx.session, stmt, params, ASSIGNMENT_SORTING, AssignmentRead, "assignments.csv"
     )
 
 
@@ -338,12 +321,7 @@ async def list_devices(
     stmt = service.devices_query(
         ctx.actor, vehicle_id=vehicle_id, is_active=is_active, protocol=protocol
     )
-    if params.format == "csv":
-        return csv_response(
-            stream_all(ctx.session, stmt, params, DEVICE_SORTING), DeviceRead, "devices.csv"
-        )
-    rows, info = await paginate(ctx.session, stmt, params, DEVICE_SORTING)
-    return Page[DeviceRead](data=[DeviceRead.model_validate(r) for r in rows], pagination=info)
+    return await list_response(ctx.session, stmt, params, DEVICE_SORTING, DeviceRead, "devices.csv")
 
 
 @devices.post(
