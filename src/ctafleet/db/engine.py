@@ -33,7 +33,8 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            # Owner-only: the database holds password hashes and credential digests.
+            Path(database).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
