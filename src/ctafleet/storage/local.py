@@ -41,6 +41,17 @@ def _os_error(exc: OSError, where: Path) -> StorageError:
     return StorageError(f"{where}: {exc.strerror or exc}")
 
 
+class _SourceFailedError(Exception):
+    """Reading the caller's stream failed: its error, not a storage error."""
+
+
+def _read(stream: BinaryIO) -> bytes:
+    try:
+        return stream.read(CHUNK)
+    except Exception as exc:
+        raise _SourceFailedError from exc
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -89,7 +100,7 @@ class LocalStore(ObjectStore):
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "xb") as out:
-                while chunk := stream.read(CHUNK):
+                while chunk := _read(stream):
                     out.write(chunk)
                     hasher.update(chunk)
                 out.flush()
@@ -110,6 +121,8 @@ class LocalStore(ObjectStore):
             os.replace(partial_meta, self._sidecar(path))
             os.replace(partial, path)
             _fsync_dir(path.parent)
+        except _SourceFailedError as failed:
+            raise (failed.__cause__ or failed) from None
         except OSError as exc:
             raise _os_error(exc, path.parent) from None
         finally:

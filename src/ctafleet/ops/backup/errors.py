@@ -21,7 +21,7 @@ class TargetNotEmptyError(BackupError):
     exit_code = 3
 
 
-class IntegrityFailure(BackupError):  # noqa: N818 - reads as what it reports
+class IntegrityFailure(BackupError):
     """The stored backup or the restored data is not what the manifest says."""
 
     exit_code = 4

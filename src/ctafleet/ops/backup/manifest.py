@@ -8,12 +8,11 @@ object, so a run that died half-way leaves an object without a manifest, which `
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MANIFEST_SUFFIX = ".manifest.json"
-FORMAT = 1
 
 
 class TableStats(BaseModel):
@@ -42,7 +41,7 @@ class StoredObject(BaseModel):
 
 
 class Manifest(BaseModel):
-    format: Literal[1] = FORMAT
+    format: Literal[1] = 1
     id: str
     database_kind: Literal["postgresql", "sqlite"]
     database_name: str
@@ -68,7 +67,7 @@ class Manifest(BaseModel):
     def total_rows(self) -> int:
         return sum(t.rows for t in self.tables.values())
 
-    def summary(self) -> dict[str, object]:
+    def summary(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "database_kind": self.database_kind,

@@ -17,7 +17,7 @@ import io
 import os
 import threading
 from collections.abc import Callable, Sequence
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import zstandard
 from pyrage import x25519
@@ -105,9 +105,9 @@ class EncryptingReader(io.RawIOBase):
         try:
             compressor = zstandard.ZstdCompressor(level=self._level)
             with compressor.stream_reader(
-                self._source, read_size=READ_SIZE, closefd=False
+                cast(BinaryIO, self._source), read_size=READ_SIZE, closefd=False
             ) as compressed:
-                crypto.encrypt(compressed, self._write, self._recipients)  # type: ignore[arg-type]
+                crypto.encrypt(cast(BinaryIO, compressed), self._write, self._recipients)
             self._write.flush()
             if self._source_done is not None:
                 self._source_done()
@@ -143,13 +143,13 @@ class EncryptingReader(io.RawIOBase):
         super().close()
 
 
-def decrypt_into(
-    source: BinaryIO, sink: BinaryIO, identities: Sequence[x25519.Identity]
-) -> int:
+def decrypt_into(source: BinaryIO, sink: BinaryIO, identities: Sequence[x25519.Identity]) -> int:
     """Decrypt and decompress `source` into `sink`; the number of plain bytes written."""
     counter = CountingWriter(sink)
     decompressor = zstandard.ZstdDecompressor()
-    with decompressor.stream_writer(counter, closefd=False, write_size=READ_SIZE) as plain:
-        crypto.decrypt(source, plain, identities)  # type: ignore[arg-type]
+    with decompressor.stream_writer(
+        cast(BinaryIO, counter), closefd=False, write_size=READ_SIZE
+    ) as plain:
+        crypto.decrypt(source, cast(BinaryIO, plain), identities)
     counter.flush()
     return counter.count

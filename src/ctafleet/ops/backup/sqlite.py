@@ -114,14 +114,16 @@ def sanity_problems(path: Path) -> list[str]:
         conn.close()
 
 
-def is_empty(path: Path) -> bool:
+def table_count(path: Path) -> int:
+    """Tables in the file; a file that is not a SQLite database counts as one (never
+    overwritten without --force)."""
     if not path.exists() or path.stat().st_size == 0:
-        return True
+        return 0
     conn = _connect(path)
     try:
-        return not _tables(conn)
+        return len(_tables(conn))
     except sqlite3.DatabaseError:
-        return False  # something that is not an empty database: never overwrite silently
+        return 1
     finally:
         conn.close()
 

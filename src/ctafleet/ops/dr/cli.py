@@ -282,6 +282,51 @@ def restore(
     typer.echo("next: take a full backup (pgbackrest --type=full backup): new timeline")
 
 
+# --- verify ---------------------------------------------------------------------------------
+
+
+@dr_app.command()
+def verify(
+    stanza: Stanza = "ctafleet",
+    pgbackrest_config: PbConfig = None,
+    repo: Repo = None,
+    os_user: OsUserOpt = None,
+) -> None:
+    """Check every backup and WAL file in the repository (checksums, sizes, decryption).
+
+    Exits 1 on any problem, which `pgbackrest verify` itself only prints.
+    """
+    try:
+        pb = _pgbackrest(stanza, pgbackrest_config, repo, os_user)
+        repos = [repo] if repo else _configured_repos(pb)
+        failed = []
+        for number in repos:
+            pb.repo = number
+            ok, report = pb.verify()
+            typer.echo(f"repo{number}: {'ok' if ok else 'FAILED'}\n{report}")
+            if not ok:
+                failed.append(number)
+    except DrError as exc:
+        raise _fail(str(exc)) from None
+    if failed:
+        raise _fail(f"verify found problems in repo{', repo'.join(map(str, failed))}")
+
+
+def _configured_repos(pb: Any) -> list[int]:
+    import re
+
+    numbers = {
+        int(m.group(1))
+        for section in pb.sections().values()
+        for key in section
+        if (m := re.match(r"repo(\d+)-", key))
+    }
+    numbers |= {
+        int(m.group(1)) for key in os.environ if (m := re.match(r"PGBACKREST_REPO(\d+)_", key))
+    }
+    return sorted(numbers) or [1]
+
+
 # --- drill ----------------------------------------------------------------------------------
 
 

@@ -131,6 +131,20 @@ class PgBackRest:
             what=f"pgbackrest {command}",
         )
 
+    def verify(self) -> tuple[bool, str]:
+        """`pgbackrest verify` of the repository (or each one), with its verdict.
+
+        pgBackRest 2.45 exits 0 even when verify finds damage or cannot decrypt the
+        repository; the verdict is only in the report it prints with --output=text.
+        """
+        out = self.run("verify", "--output=text", "--verbose", timeout=7200).stdout
+        statuses = [
+            line.split(":", 1)[1].strip()
+            for line in out.splitlines()
+            if line.strip().startswith("status:")
+        ]
+        return bool(statuses) and all(s == "ok" for s in statuses), out.strip()
+
     def info(self) -> dict[str, Any]:
         """The stanza's entry of `pgbackrest info --output=json`."""
         out = self.run("info", "--output=json", timeout=300).stdout

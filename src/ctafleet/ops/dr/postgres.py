@@ -56,11 +56,15 @@ class ConnInfo:
             raise DrError(f"not a PostgreSQL URL: {url.split('@')[-1]!r}") from None
         if u.get_backend_name() != "postgresql":
             raise DrError(f"not a PostgreSQL URL ({u.get_backend_name()}): {u.drivername}")
-        socket = u.query.get("host")
-        host = socket if isinstance(socket, str) else (socket[0] if socket else None)
+
+        def query(name: str) -> str | None:
+            value = u.query.get(name)
+            return value if isinstance(value, str) else (value[0] if value else None)
+
+        port = query("port")
         return cls(
-            host=host or u.host or "/var/run/postgresql",
-            port=u.port or 5432,
+            host=query("host") or u.host or "/var/run/postgresql",
+            port=u.port or (int(port) if port else 5432),
             user=u.username or "postgres",
             database=u.database or "postgres",
             password=u.password if isinstance(u.password, str) else None,
@@ -204,6 +208,13 @@ class LocalServer:
             args += ["-o", " ".join(shlex.quote(o) for o in options)]
         self.pg_ctl(*args, "start", timeout=timeout)
         self.log_file = log
+        # pg_ctl -W returns before the postmaster writes its pid file; until then "not
+        # running" would be mistaken for a failed start.
+        deadline = time.monotonic() + timeout
+        while not (self.data / "postmaster.pid").exists():
+            if time.monotonic() > deadline:
+                raise DrError(f"the server did not start:\n{self.log_tail()}")
+            time.sleep(0.05)
 
     def stop(self, mode: str = "fast", timeout: float = 120) -> None:
         if self.running():
@@ -236,7 +247,10 @@ async def _probe_recovery_end(conn: AsyncConnection) -> dict[str, Any]:
                     "SELECT pg_last_xact_replay_timestamp() AS last_replayed_commit, "
                     "pg_last_wal_replay_lsn()::text AS replay_lsn, "
                     "pg_snapshot_xmax(pg_current_snapshot())::text::bigint AS next_xid, "
-                    "(SELECT timeline_id FROM pg_control_checkpoint()) AS timeline, "
+                    # The control file's timeline waits for the end-of-recovery
+                    # checkpoint; the current WAL file's name has the new one already.
+                    "('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))"
+                    "::bit(32)::int AS timeline, "
                     "current_setting('synchronous_standby_names') AS sync_names, "
                     "(SELECT count(*) FROM pg_stat_replication "
                     " WHERE sync_state IN ('sync', 'quorum')) AS sync_connected"

@@ -84,7 +84,16 @@ def restore_and_start(
 ) -> RestoreResult:
     """pgbackrest restore into `server.data`, start the server, wait until it commits."""
     started = time.monotonic()
-    pb.run("restore", *restore_args, timeout=timeout)
+    try:
+        pb.run("restore", *restore_args, timeout=timeout)
+    except DrError as exc:
+        if "unable to find backup set with stop time" in str(exc):
+            raise DrError(
+                f"{exc}\nThe target is before the end of every backup in the repository "
+                "(backup times are recorded to the second): choose a later target, or an "
+                "earlier backup with --set LABEL (`pgbackrest info` lists them)."
+            ) from None
+        raise
     if after_restore is not None:
         after_restore()
     restored = time.monotonic()
