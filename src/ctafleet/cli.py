@@ -12,6 +12,7 @@ import typer
 from pydantic import ValidationError
 
 from ctafleet import __version__
+from ctafleet.ops.backup.cli import backup_app
 
 app = typer.Typer(
     help="CTAFleet: fleet management platform.",
@@ -30,6 +31,7 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 app.add_typer(permissions_app, name="permissions")
+app.add_typer(backup_app, name="backup")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

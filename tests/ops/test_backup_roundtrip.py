@@ -241,17 +241,20 @@ def test_break_glass_decrypt_with_the_age_and_zstd_tools(
     cli = local_cli(tmp_path, age_key, pg_source.owner_url)
     backup_id = cli.create()
     obj = tmp_path / "objects" / "backups" / f"{backup_id}.pgdump.zst.age"
+    # Step by step, as the documented procedure: each tool must succeed on its own.
+    plain = tmp_path / "backup.dump"
+    subprocess.run(
+        ["age", "-d", "-i", str(age_key.identity_file), "-o", str(tmp_path / "backup.zst"),
+         str(obj)],
+        check=True, timeout=60,
+    )  # fmt: skip
+    subprocess.run(
+        ["zstd", "-q", "-d", str(tmp_path / "backup.zst"), "-o", str(plain)],
+        check=True,
+        timeout=60,
+    )
     listing = subprocess.run(
-        [
-            "bash",
-            "-o",
-            "pipefail",
-            "-c",
-            'age -d -i "$1" "$2" | zstd -d | pg_restore --list',
-            "_",
-            str(age_key.identity_file),
-            str(obj),
-        ],
+        ["pg_restore", "--list", str(plain)],
         capture_output=True,
         text=True,
         timeout=60,

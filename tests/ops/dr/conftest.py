@@ -461,12 +461,18 @@ def make_cluster_azure(make_cluster: ClusterFactory, azurite: Azurite) -> Cluste
     return make_cluster
 
 
-def backed_up(cluster: Cluster, repos: tuple[str, ...]) -> None:
-    """A started cluster with its stanza, a passing check and a full backup per repository."""
+def with_stanza(cluster: Cluster) -> None:
+    """Started, with its stanza created before the first segment is archived (an archiver
+    that finds no stanza holds the archive lock a moment, and stanza-create fails on it)."""
     if not cluster.running():
         cluster.start()
     cluster.pgbackrest("stanza-create")
     cluster.pgbackrest("check")
+
+
+def backed_up(cluster: Cluster, repos: tuple[str, ...]) -> None:
+    """A started cluster with its stanza, a passing check and a full backup per repository."""
+    with_stanza(cluster)
     for kind in repos:
         cluster.pgbackrest(f"--repo={REPO_NUMBER[kind]}", "--type=full", "backup")
 

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from ctafleet.db.migrate import upgrade
 from ctafleet.ops.dr.report import METRIC_NAMES
 from tests.conftest import PgServer
-from tests.ops.dr.conftest import ClusterFactory, backed_up, run_dr
+from tests.ops.dr.conftest import ClusterFactory, backed_up, run_dr, with_stanza
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -48,7 +48,7 @@ def test_physical_drill_measures_rto_and_rpo(make_cluster: ClusterFactory) -> No
     # No forced WAL switch: rows written after the last archived segment stay unarchived
     # until the drill has run, so the data loss it measures is deterministic.
     cluster = make_cluster("drill", extra_conf="archive_timeout = 0")
-    cluster.start()
+    with_stanza(cluster)
     cluster.sql("CREATE DATABASE ctafleet")
     asyncio.run(upgrade(cluster.db_url("ctafleet").replace("postgresql:", "postgresql+asyncpg:")))
     app = cluster.db_url("ctafleet")

@@ -116,9 +116,9 @@ def _interruptible() -> Iterator[None]:
         return
 
     def interrupt(_signum: int, _frame: Any) -> None:
-        # As SIGINT: inside asyncio.run that cancels the running task, so its `finally`
-        # blocks (which await) still run; elsewhere it raises KeyboardInterrupt.
-        signal.raise_signal(signal.SIGINT)
+        # Inside asyncio.run the loop stops and asyncio.run cancels the pending task, whose
+        # `finally` blocks (which await: DROP DATABASE) still run before this propagates.
+        raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)
     try:

@@ -101,12 +101,21 @@ def restore_and_start(
         run(list(start_command), env=server.env, timeout=120, what="the start command")
     else:
         server.start(start_options)
-    ready = wait_writable(
-        Pg(conn),
-        timeout=max(timeout - (restored - started), 60),
-        server=server,
-        relax_sync=relax_sync,
-    )
+    try:
+        ready = wait_writable(
+            Pg(conn),
+            timeout=max(timeout - (restored - started), 60),
+            server=server,
+            relax_sync=relax_sync,
+        )
+    except DrError as exc:
+        if "recovery ended before configured recovery target was reached" in str(exc):
+            raise DrError(
+                f"{exc}\nNo transaction in the archive committed after {target}: recovery "
+                "stops at the first commit past the target, and there is none. Everything "
+                "archived is older than the target, so `--latest` restores the same data."
+            ) from None
+        raise
     serving = time.monotonic()
     removed = clean_recovery_settings(Pg(conn), server.data) if clean else []
     probe = ready.probe

@@ -351,10 +351,10 @@ def render(checks: Sequence[Check]) -> str:
             return f"{value / 3600:.1f} h"
         return f"{value:.1f} {unit}"
 
-    lines = [f"{'CHECK':<20} {'STATE':<8} {'VALUE':>10} {'TARGET':>10}  DETAIL"]
+    lines = [f"{'CHECK':<20} {'STATE':<8} {'VALUE':>10} {'TARGET':>11}  DETAIL"]
     for c in checks:
         target = f"<= {fmt(c.target, c.unit)}" if c.target is not None else "-"
         lines.append(
-            f"{c.name:<20} {c.state.upper():<8} {fmt(c.value, c.unit):>10} {target:>10}  {c.detail}"
+            f"{c.name:<20} {c.state.upper():<8} {fmt(c.value, c.unit):>10} {target:>11}  {c.detail}"
         )
     return "\n".join(lines)
