@@ -34,7 +34,7 @@ demo: install
 
 lint: install-dev
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff format --check .
 
 types: install-dev
 	$(BIN)/mypy

@@ -23,7 +23,7 @@ PbConfig = Annotated[
     typer.Option(
         "--pgbackrest-config",
         envvar="PGBACKREST_CONFIG",
-        help="pgBackRest configuration file [default: /etc/pgbackrest/pgbackrest.conf].",
+        help="pgBackRest configuration file (default: /etc/pgbackrest/pgbackrest.conf).",
     ),
 ]
 Repo = Annotated[
@@ -33,11 +33,11 @@ Repo = Annotated[
 OsUserOpt = Annotated[
     str | None,
     typer.Option(
-        "--os-user", help="Account PostgreSQL runs as [default: postgres when run as root]."
+        "--os-user", help="Account PostgreSQL runs as (default: postgres when run as root)."
     ),
 ]
 PgBin = Annotated[
-    Path | None, typer.Option(help="Directory of pg_ctl [default: matches the data directory].")
+    Path | None, typer.Option(help="Directory of pg_ctl (default: matches the data directory).")
 ]
 JsonOut = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
 ServerOption = Annotated[
@@ -96,13 +96,20 @@ def _echo_json(data: Any) -> None:
 # --- status ---------------------------------------------------------------------------------
 
 
-@dr_app.command()
+@dr_app.command(
+    help=(
+        "RPO now (age of unarchived WAL), replica lag, backup ages and the RTO of the "
+        "last drill.\n\n"
+        "Exits 1 when a target is breached (with --strict also when a check cannot be "
+        "measured)."
+    )
+)
 def status(
     pg_url: Annotated[
         str | None,
         typer.Option(
-            help="Superuser URL of the primary (or standby) to check [default: "
-            "CTAFLEET_DATABASE__ADMIN_URL, else pgBackRest's pg1-* settings]."
+            help="Superuser URL of the primary (or standby) to check (default: "
+            "CTAFLEET_DATABASE__ADMIN_URL, else pgBackRest's pg1-* settings)."
         ),
     ] = None,
     stanza: Stanza = "ctafleet",
@@ -117,7 +124,7 @@ def status(
     ] = True,
     drill_report: Annotated[
         list[Path] | None,
-        typer.Option(help="Drill report(s) to take the RTO from [default: <data dir>/dr/*.json]."),
+        typer.Option(help="Drill report(s) to take the RTO from (default: <data dir>/dr/*.json)."),
     ] = None,
     rpo_target: Annotated[float, typer.Option(help="RPO target, seconds.", min=0)] = 60.0,
     rto_target: Annotated[float, typer.Option(help="RTO target, seconds.", min=0)] = 300.0,
@@ -137,10 +144,6 @@ def status(
     strict: Annotated[bool, typer.Option(help="A check that cannot be measured fails.")] = False,
     as_json: JsonOut = False,
 ) -> None:
-    """RPO now (age of unarchived WAL), replica lag, backup ages and the RTO of the last drill.
-
-    Exits 1 when a target is breached (with --strict also when a check cannot be measured).
-    """
     from ctafleet.ops.dr import status as st
     from ctafleet.ops.dr.postgres import ConnInfo, Pg
     from ctafleet.ops.dr.report import default_dir
@@ -180,7 +183,15 @@ def status(
 # --- restore --------------------------------------------------------------------------------
 
 
-@dr_app.command()
+@dr_app.command(
+    help=(
+        "Point-in-time restore of the stanza's cluster with pgBackRest.\n\n"
+        "Stops the server, restores (--delta), recovers to --to-time and promotes, "
+        "waits until the server commits a transaction, then removes the recovery "
+        "settings pgBackRest wrote into postgresql.auto.conf. Take a new full backup "
+        "afterwards: the cluster is on a new timeline."
+    )
+)
 def restore(
     to_time: Annotated[
         str | None,
@@ -194,17 +205,17 @@ def restore(
     repo: Repo = None,
     os_user: OsUserOpt = None,
     pg_data: Annotated[
-        Path | None, typer.Option(help="Data directory [default: the stanza's pg1-path].")
+        Path | None, typer.Option(help="Data directory (default: the stanza's pg1-path).")
     ] = None,
     pg_url: Annotated[
         str | None,
-        typer.Option(help="Superuser URL of the restored server [default: pgBackRest's pg1-*]."),
+        typer.Option(help="Superuser URL of the restored server (default: pgBackRest's pg1-*)."),
     ] = None,
     delta: Annotated[
         bool, typer.Option(help="Reuse files that match the backup (much faster).")
     ] = True,
     backup_set: Annotated[
-        str | None, typer.Option("--set", help="Backup label [default: chosen by pgBackRest].")
+        str | None, typer.Option("--set", help="Backup label (default: chosen by pgBackRest).")
     ] = None,
     target_timeline: Annotated[
         str | None, typer.Option(help="Timeline to follow (e.g. 1 or current).")
@@ -217,7 +228,7 @@ def restore(
         str | None,
         typer.Option(
             help="Command that starts the server, e.g. 'pg_ctlcluster 15 main start' "
-            "[default: pg_ctl start on the data directory]."
+            "(default: pg_ctl start on the data directory)."
         ),
     ] = None,
     log_file: Annotated[Path | None, typer.Option(help="Server log of the start.")] = None,
@@ -227,18 +238,18 @@ def restore(
         bool,
         typer.Option(help="Keep synchronous_standby_names even with none of them connected."),
     ] = False,
+    archive: Annotated[
+        bool,
+        typer.Option(
+            help="Keep archive_mode. --no-archive for a copy restored beside production, "
+            "which must not push its new timeline into the production repository."
+        ),
+    ] = True,
     yes: Annotated[
         bool, typer.Option("--yes", help="Overwrite the data directory (stopping its server).")
     ] = False,
     as_json: JsonOut = False,
 ) -> None:
-    """Point-in-time restore of the stanza's cluster with pgBackRest.
-
-    Stops the server, restores (--delta), recovers to --to-time and promotes, waits until
-    the server commits a transaction, then removes the recovery settings pgBackRest wrote
-    into postgresql.auto.conf. Take a new full backup afterwards: the cluster is on a new
-    timeline.
-    """
     from ctafleet.ops.dr.postgres import ConnInfo
     from ctafleet.ops.dr.restore import restore_in_place
 
@@ -262,6 +273,7 @@ def restore(
             pg_bin=pg_bin,
             timeout=timeout,
             relax_sync=not keep_synchronous_standbys,
+            archive=archive,
         )
     except DrError as exc:
         raise _fail(str(exc)) from None
@@ -285,17 +297,19 @@ def restore(
 # --- verify ---------------------------------------------------------------------------------
 
 
-@dr_app.command()
+@dr_app.command(
+    help=(
+        "Check every backup and WAL file in the repository (checksums, sizes, "
+        "decryption).\n\n"
+        "Exits 1 on any problem, which `pgbackrest verify` itself only prints."
+    )
+)
 def verify(
     stanza: Stanza = "ctafleet",
     pgbackrest_config: PbConfig = None,
     repo: Repo = None,
     os_user: OsUserOpt = None,
 ) -> None:
-    """Check every backup and WAL file in the repository (checksums, sizes, decryption).
-
-    Exits 1 on any problem, which `pgbackrest verify` itself only prints.
-    """
     try:
         pb = _pgbackrest(stanza, pgbackrest_config, repo, os_user)
         repos = [repo] if repo else _configured_repos(pb)
@@ -330,7 +344,13 @@ def _configured_repos(pb: Any) -> list[int]:
 # --- drill ----------------------------------------------------------------------------------
 
 
-@dr_app.command()
+@dr_app.command(
+    help=(
+        "Restore the latest backup into a scratch instance, verify it against the "
+        "source and measure RTO and RPO; write a JSON report and Prometheus metrics.\n\n"
+        "Exits 1 when the drill fails or misses a target."
+    )
+)
 def drill(
     mode: Annotated[
         str, typer.Option(help="physical (pgBackRest) or logical (ctafleet backup).")
@@ -338,24 +358,24 @@ def drill(
     source_url: Annotated[
         str | None,
         typer.Option(
-            help="Superuser URL of the source database [default: "
-            "CTAFLEET_DATABASE__ADMIN_URL, else pgBackRest's pg1-*]."
+            help="Superuser URL of the source database (default: "
+            "CTAFLEET_DATABASE__ADMIN_URL, else pgBackRest's pg1-*)."
         ),
     ] = None,
     database: Annotated[
-        str | None, typer.Option(help="Database to verify [default: the source URL's].")
+        str | None, typer.Option(help="Database to verify (default: the source URL's).")
     ] = None,
     stanza: Stanza = "ctafleet",
     pgbackrest_config: PbConfig = None,
     repo: Repo = None,
     os_user: OsUserOpt = None,
     backup_set: Annotated[
-        str | None, typer.Option("--set", help="Backup label [default: the newest].")
+        str | None, typer.Option("--set", help="Backup label (default: the newest).")
     ] = None,
     scratch_dir: Annotated[
         Path | None,
         typer.Option(
-            help="Where the scratch data directory goes (physical) [default: $TMPDIR]; "
+            help="Where the scratch data directory goes (physical; default: $TMPDIR); "
             "needs room for a full restore."
         ),
     ] = None,
@@ -363,7 +383,7 @@ def drill(
         str | None,
         typer.Option(
             help="Superuser URL of the server that gets the scratch database "
-            "(logical) [default: the source server]."
+            "(logical; default: the source server)."
         ),
     ] = None,
     sanity_query: Annotated[
@@ -376,11 +396,11 @@ def drill(
         typer.Option(help="Extra argument for `ctafleet backup restore` (repeatable)."),
     ] = None,
     report: Annotated[
-        Path | None, typer.Option(help="JSON report [default: <data dir>/dr/drill-MODE.json].")
+        Path | None, typer.Option(help="JSON report (default: <data dir>/dr/drill-MODE.json).")
     ] = None,
     metrics_file: Annotated[
         Path | None,
-        typer.Option(help="Prometheus text file [default: <data dir>/dr/drill-MODE.prom]."),
+        typer.Option(help="Prometheus text file (default: <data dir>/dr/drill-MODE.prom)."),
     ] = None,
     rpo_target: Annotated[float, typer.Option(help="RPO target, seconds.", min=0)] = 60.0,
     rto_target: Annotated[float, typer.Option(help="RTO target, seconds.", min=0)] = 300.0,
@@ -391,11 +411,6 @@ def drill(
     timeout: Annotated[float, typer.Option(help="Seconds for restore and recovery.")] = 1800.0,
     as_json: JsonOut = False,
 ) -> None:
-    """Restore the latest backup into a scratch instance, verify it against the source and
-    measure RTO and RPO; write a JSON report and Prometheus metrics.
-
-    Exits 1 when the drill fails or misses a target.
-    """
     from ctafleet.ops.dr import drill as dr
     from ctafleet.ops.dr.postgres import ConnInfo
     from ctafleet.ops.dr.report import default_dir, write_metrics, write_report
@@ -467,7 +482,7 @@ def _print_drill(result: dict[str, Any], report_path: Path, metrics_path: Path) 
     verification = result.get("verification") or {}
     if verification:
         typer.echo(
-            f"verified {verification['tables_compared']} tables, "
+            f"verified {verification['tables_compared']} table(s), "
             f"{verification['rows_restored']}/{verification['rows_source']} rows"
         )
         for problem in verification.get("problems", []):
@@ -478,14 +493,19 @@ def _print_drill(result: dict[str, Any], report_path: Path, metrics_path: Path) 
 # --- failover -------------------------------------------------------------------------------
 
 
-@dr_app.command()
+@dr_app.command(
+    help=(
+        "Promote a streaming standby, check it commits, and print the application's new "
+        "database settings (or write them to --write-env)."
+    )
+)
 def failover(
     standby_url: Annotated[str, typer.Option(help="Superuser URL of the standby to promote.")],
     standby_data: Annotated[
         Path | None,
         typer.Option(
             help="The standby's data directory, to promote with pg_ctl on this host "
-            "[default: SELECT pg_promote() over --standby-url]."
+            "(default: SELECT pg_promote() over --standby-url)."
         ),
     ] = None,
     old_primary_url: Annotated[
@@ -493,16 +513,16 @@ def failover(
         typer.Option(help="URL of the failed primary: refuse while it still accepts writes."),
     ] = None,
     app_url: Annotated[
-        str | None, typer.Option(help="Current application URL [default: CTAFLEET_DATABASE__URL].")
+        str | None, typer.Option(help="Current application URL (default: CTAFLEET_DATABASE__URL).")
     ] = None,
     admin_url: Annotated[
         str | None,
-        typer.Option(help="Current admin URL [default: CTAFLEET_DATABASE__ADMIN_URL]."),
+        typer.Option(help="Current admin URL (default: CTAFLEET_DATABASE__ADMIN_URL)."),
     ] = None,
     new_host: Annotated[
         str | None,
         typer.Option(
-            help="Host the application reaches the new primary at [default: the standby URL's]."
+            help="Host the application reaches the new primary at (default: the standby URL's)."
         ),
     ] = None,
     new_port: Annotated[int | None, typer.Option(help="Its port.", min=1, max=65535)] = None,
@@ -521,8 +541,6 @@ def failover(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the promotion.")] = 120.0,
     as_json: JsonOut = False,
 ) -> None:
-    """Promote a streaming standby, check it commits, and print the application's new
-    database settings (or write them to --write-env)."""
     from ctafleet.ops.dr.failover import failover as do_failover
     from ctafleet.ops.dr.postgres import ConnInfo, LocalServer
     from ctafleet.ops.dr.proc import default_os_user

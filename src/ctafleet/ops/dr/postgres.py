@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -199,8 +200,6 @@ class LocalServer:
         if not log.parent.exists():
             log.parent.mkdir(parents=True)
             if self.user.switch_needed:
-                import os
-
                 os.chown(log.parent, self.user.uid, self.user.gid)
         args = ["-l", str(log), "-W"]
         if options:

@@ -152,6 +152,7 @@ def restore_in_place(
     pg_bin: Path | None = None,
     timeout: float = 900,
     relax_sync: bool = True,
+    archive: bool = True,
 ) -> RestoreResult:
     """`ctafleet dr restore`: the stanza's data directory back to `target_time` (or to the
     end of the archive when it is None), then a serving primary on a new timeline."""
@@ -187,6 +188,8 @@ def restore_in_place(
         args.append("--type=default")
     if target_timeline:
         args.append(f"--target-timeline={target_timeline}")
+    if not archive:
+        args.append("--archive-mode=off")
     return restore_and_start(
         pb,
         server,
