@@ -13,6 +13,7 @@ from pydantic import ValidationError
 
 from ctafleet import __version__
 from ctafleet.ops.backup.cli import backup_app
+from ctafleet.ops.dr.cli import dr_app
 
 app = typer.Typer(
     help="CTAFleet: fleet management platform.",
@@ -32,6 +33,7 @@ app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 app.add_typer(permissions_app, name="permissions")
 app.add_typer(backup_app, name="backup")
+app.add_typer(dr_app, name="dr")
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

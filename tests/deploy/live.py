@@ -129,6 +129,7 @@ class ApiProcess:
             stderr=subprocess.STDOUT,
         )
         wait_for(lambda: http("GET", self.url + "/healthz")[0] == 200, 30, f"api on {self.url}")
+        assert_owns_port(self.proc, self.log_path)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -139,6 +140,17 @@ class ApiProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def assert_owns_port(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """The answer came from our process, not from another test's server that took the port
+    between free_port() and the bind (uvicorn exits at once when the bind fails)."""
+    time.sleep(0.3)
+    if proc.poll() is not None:
+        raise AssertionError(
+            f"the server exited ({proc.returncode}); its port was probably taken:\n"
+            + log_path.read_text(errors="replace")[-2000:]
+        )
 
 
 def shorten_for(rules_text: str, duration: str = "2s") -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.live import CTAFLEET, ApiProcess, http, wait_for
+from tests.deploy.live import CTAFLEET, ApiProcess, assert_owns_port, free_port, http, wait_for
 
 
 def _healthz_count(exposition: str) -> float:
@@ -25,7 +25,9 @@ def test_metrics_aggregate_across_worker_processes(tmp_path: Path) -> None:
     api = ApiProcess(tmp_path)
     api.cli("db", "upgrade")
     multiproc = tmp_path / "metrics-multiproc"
-    log = (tmp_path / "serve.log").open("ab")
+    api.port = free_port()  # picked just before the bind: less time for another test to take it
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("ab")
     proc = subprocess.Popen(
         [CTAFLEET, "serve", "--port", str(api.port), "--workers", "2"],
         env={**api.env(), "PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
@@ -34,6 +36,7 @@ def test_metrics_aggregate_across_worker_processes(tmp_path: Path) -> None:
     )
     try:
         wait_for(lambda: http("GET", api.url + "/healthz")[0] == 200, 60, "two workers up")
+        assert_owns_port(proc, log_path)
         # Each worker writes its own files; wait until both have served something.
         sent = 1
         deadline_pids: set[str] = set()

@@ -358,8 +358,8 @@ def physical_drill(
             before, after, sanity, counts_must_match=not lost and not changed
         )
         report["verify_seconds"] = round(time.monotonic() - t0, 3)
-    except DrError as exc:
-        report["error"] = str(exc)
+    except Exception as exc:  # every failure must still reach the report and the metrics
+        report["error"] = str(exc) if isinstance(exc, DrError) else f"{type(exc).__name__}: {exc}"
     finally:
         if server is not None:
             try:
@@ -438,8 +438,8 @@ def logical_drill(
             before, after, sanity, counts_must_match=not lost and not changed
         )
         report["verify_seconds"] = round(time.monotonic() - t1, 3)
-    except DrError as exc:
-        report["error"] = str(exc)
+    except Exception as exc:  # every failure must still reach the report and the metrics
+        report["error"] = str(exc) if isinstance(exc, DrError) else f"{type(exc).__name__}: {exc}"
     finally:
         if created and not keep:
             try:
