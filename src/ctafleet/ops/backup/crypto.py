@@ -12,7 +12,7 @@ Why age, and why pyrage:
   `decrypt_io` read and write file objects chunk by chunk, so a dump of any size passes through
   a fixed amount of memory (measured: ~340 MB/s encryption on one core here).
 - The output is the standard age format: the `age` binary (Debian package `age`) decrypts a
-  backup without CTAFleet, which is the break-glass path in docs/backup-logical.md and is
+  backup without CTAFleet, which is the break-glass path in docs/backup-and-dr.md and is
   exercised by a test.
 """
 

@@ -1,6 +1,6 @@
 """Errors of the backup commands, each with the exit code the command ends with.
 
-Exit codes (documented in docs/backup-logical.md): 0 success, 1 failure, 2 usage or settings,
+Exit codes (documented in docs/backup-and-dr.md): 0 success, 1 failure, 2 usage or settings,
 3 refused target (not empty, no `--force`/`--yes`), 4 integrity (checksum or contents differ).
 """
 
