@@ -96,6 +96,18 @@ def record(
     return event
 
 
+def record_created(session: AsyncSession, actor: Actor, entity_type: str, obj: Any) -> AuditEvent:
+    """The audit event of a new object: every column as `after`."""
+    return record(
+        session,
+        actor,
+        action="create",
+        entity_type=entity_type,
+        entity_id=obj.id,
+        changes=diff(None, snapshot(obj)),
+    )
+
+
 async def record_cross_tenant_attempt(
     session: AsyncSession,
     actor: Actor,

@@ -418,14 +418,7 @@ async def create_user(
     except IntegrityError as exc:
         await session.rollback()
         raise Problem(409, "email-taken", "a user with this e-mail already exists") from exc
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="user",
-        entity_id=user.id,
-        changes=audit.diff(None, audit.snapshot(user)),
-    )
+    audit.record_created(session, actor, "user", user)
     await session.commit()
     return user
 

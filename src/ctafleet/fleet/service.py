@@ -241,14 +241,7 @@ async def create_vehicle(session: AsyncSession, actor: Actor, data: VehicleCreat
     vehicle = Vehicle(tenant_id=actor.tenant_id, **values)
     session.add(vehicle)
     await _write(session, "the vehicle", commit=False, recheck=recheck)
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="vehicle",
-        entity_id=vehicle.id,
-        changes=audit.diff(None, audit.snapshot(vehicle)),
-    )
+    audit.record_created(session, actor, "vehicle", vehicle)
     await _write(session, "the vehicle", recheck=recheck)
     return vehicle
 
@@ -431,14 +424,7 @@ async def create_driver(session: AsyncSession, actor: Actor, data: DriverCreate)
     driver = Driver(tenant_id=actor.tenant_id, **data.model_dump())
     session.add(driver)
     await _write(session, "the driver", commit=False, recheck=recheck)
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="driver",
-        entity_id=driver.id,
-        changes=audit.diff(None, audit.snapshot(driver)),
-    )
+    audit.record_created(session, actor, "driver", driver)
     await _write(session, "the driver", recheck=recheck)
     return driver
 
@@ -565,14 +551,7 @@ async def create_assignment(
     assignment = Assignment(tenant_id=actor.tenant_id, **data.model_dump())
     session.add(assignment)
     await session.flush()
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="assignment",
-        entity_id=assignment.id,
-        changes=audit.diff(None, audit.snapshot(assignment)),
-    )
+    audit.record_created(session, actor, "assignment", assignment)
     await _write(session, "the assignment")
     return assignment
 
@@ -703,14 +682,7 @@ async def create_device(
     )
     session.add(device)
     await _write(session, "the device", commit=False, recheck=recheck)
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="device",
-        entity_id=device.id,
-        changes=audit.diff(None, audit.snapshot(device)),
-    )
+    audit.record_created(session, actor, "device", device)
     await _write(session, "the device", recheck=recheck)
     return device, secret
 

@@ -48,14 +48,7 @@ async def create_tenant(
     session.add(tenant)
     await session.flush()
     actor = Actor(tenant_id=tenant.id, user_id=None, role="system")
-    audit.record(
-        session,
-        actor,
-        action="create",
-        entity_type="tenant",
-        entity_id=tenant.id,
-        changes=audit.diff(None, audit.snapshot(tenant)),
-    )
+    audit.record_created(session, actor, "tenant", tenant)
     await session.commit()
     return tenant
 
