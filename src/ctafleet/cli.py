@@ -152,7 +152,7 @@ def demo(
         settings = _settings(auth={"secret_key": demo_secret_key(settings.data_dir)})
 
     async def setup() -> dict[str, Any]:
-        await upgrade(settings.database_admin_url)
+        await upgrade(settings.database_admin_url, app_role=settings.database.app_role)
         db = Database(settings.database_url, settings)
         try:
             return await seed(db, settings, SystemClock(), vehicles=vehicles)
