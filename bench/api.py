@@ -186,7 +186,9 @@ def process(cmd: list[str], env: dict[str, str], log: Path) -> Iterator[subproce
             proc.wait()
 
 
-def http(method: str, url: str, token: str | None = None, body: Any = None) -> tuple[int, Any, bytes]:
+def http(
+    method: str, url: str, token: str | None = None, body: Any = None
+) -> tuple[int, Any, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     req = urllib.request.Request(url, data=data, method=method)
     if token:
@@ -252,7 +254,7 @@ def run_wrk(
         "wrk",
         "-t1",
         f"-c{connections}",
-        f"-d{max(1, round(seconds))}s",
+        f"-d{max(1, seconds)}s",
         "--timeout",
         "10s",
         "-s",
@@ -321,9 +323,7 @@ def postgres_backend(workdir: Path, server_url: str) -> BackendSetup:
         finally:
             await conn.close()
 
-    asyncio.run(
-        run(f"CREATE DATABASE {name}", f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS")
-    )
+    asyncio.run(run(f"CREATE DATABASE {name}", f"CREATE ROLE {role} LOGIN NOSUPERUSER NOBYPASSRLS"))
     owner = u.set(drivername="postgresql+asyncpg", database=name)
     app = owner.set(username=role, password=None)
     setup = BackendSetup(
@@ -382,7 +382,9 @@ def bench_backend(
         wait_ready(f"http://127.0.0.1:{port}/healthz")
         base = f"http://127.0.0.1:{port}"
         status, _, body = http(
-            "POST", base + "/api/v1/auth/login", body={"email": admin["email"], "password": admin["password"]}
+            "POST",
+            base + "/api/v1/auth/login",
+            body={"email": admin["email"], "password": admin["password"]},
         )
         assert status == 200, body
         token = json.loads(body)["access_token"]
@@ -400,7 +402,9 @@ def bench_backend(
         for ep in endpoints:
             path = ep.paths[0]
             body_in = {"notes": "bench 0"} if ep.method != "GET" else None
-            status, headers, body = http(ep.method, base + path, token if ep.auth else None, body_in)
+            status, headers, body = http(
+                ep.method, base + path, token if ep.auth else None, body_in
+            )
             assert status == 200, (ep.name, status, body)
             kept = [(k, v) for k, v in headers.items() if k.lower() in KEEP_HEADERS]
             for p in ep.paths:
@@ -506,8 +510,10 @@ def main() -> int:
                 failures.append(f"{name}: serve ready in {extra['serve_ready_s']} s")
 
     print()
-    print(f"{'backend':<9}{'endpoint':<9}{'app/s':>8}{'bare/s':>9}{'ratio':>7}{'goal':>6}"
-          f"{'CPU ms':>8}{'bare CPU':>9}{'p50':>7}{'p95':>7}{'p99':>7}")
+    print(
+        f"{'backend':<9}{'endpoint':<9}{'app/s':>8}{'bare/s':>9}{'ratio':>7}{'goal':>6}"
+        f"{'CPU ms':>8}{'bare CPU':>9}{'p50':>7}{'p95':>7}{'p99':>7}"
+    )
     for s in all_results:
         goal = GOALS.get(s["endpoint"])
         print(
