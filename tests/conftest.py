@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import os
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -23,19 +21,12 @@ from sqlalchemy.engine import make_url
 
 from ctafleet.app import create_app
 from ctafleet.auth import passwords
-from ctafleet.auth.deps import Actor
-from ctafleet.auth.permissions import Role
-from ctafleet.auth.schemas import UserCreate
-from ctafleet.auth.service import create_user
-from ctafleet.clock import FrozenClock
-from ctafleet.config import Settings
-from ctafleet.db.engine import Database
 from ctafleet.db.migrate import upgrade
-from ctafleet.tenants.service import create_tenant
+from ctafleet.kernel.clock import FrozenClock
+from tests.kit.app import Api, Backend, PgDatabase, TenantUsers, make_settings
 
 passwords.use_test_parameters()
 REQUIRE_SERVICES = os.environ.get("CTAFLEET_REQUIRE_SERVICES") == "1"
-PASSWORD = "Correct-Horse-Battery-7"
 
 
 def service_unavailable(reason: str) -> None:
@@ -85,14 +76,6 @@ def pg_server() -> PgServer:
     return server
 
 
-@dataclass
-class PgDatabase:
-    name: str
-    owner_url: str  # superuser: runs migrations
-    app_url: str  # plain role without BYPASSRLS: what the application uses
-    app_role: str
-
-
 @pytest.fixture(scope="session")
 def fresh_pg(pg_server: PgServer) -> Iterator[Any]:
     """Factory: a new database and application role, dropped at the end of the session."""
@@ -126,14 +109,6 @@ def fresh_pg(pg_server: PgServer) -> Iterator[Any]:
         )
 
 
-@dataclass
-class Backend:
-    name: str
-    url: str
-    admin_url: str
-    pg: PgDatabase | None = None
-
-
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
 def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Backend:
     """One migrated database per backend per test worker; tests isolate by tenant."""
@@ -145,90 +120,6 @@ def backend(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     pg = request.getfixturevalue("fresh_pg")()
     asyncio.run(upgrade(pg.owner_url, app_role=pg.app_role))
     return Backend("postgres", pg.app_url, pg.owner_url, pg)
-
-
-def make_settings(backend: Backend, data_dir: Path, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "environment": "test",
-        "data_dir": data_dir,
-        "database": {"url": backend.url, "admin_url": backend.admin_url},
-        "auth": {
-            "secret_key": secrets.token_urlsafe(48),
-            "login_rate_limit": "10000/minute",
-            "api_rate_limit": "100000/minute",
-        },
-        "observability": {"log_json": True, "log_level": "WARNING"},
-    }
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(values.get(key), dict):
-            values[key] = {**values[key], **value}
-        else:
-            values[key] = value
-    return Settings(**values)
-
-
-@dataclass
-class Api:
-    """An httpx client on the ASGI app, with helpers to log in as a role of a tenant."""
-
-    client: httpx.AsyncClient
-    app: Any
-    settings: Settings
-    clock: FrozenClock
-    backend: Backend
-
-    @property
-    def db(self) -> Database:
-        db: Database = self.app.state.ctafleet.db
-        return db
-
-    async def tenant(self, **kwargs: Any) -> TenantUsers:
-        return await make_tenant(self, **kwargs)
-
-
-@dataclass
-class TenantUsers:
-    id: uuid.UUID
-    slug: str
-    users: dict[str, Any] = field(default_factory=dict)  # role -> User
-    tokens: dict[str, str] = field(default_factory=dict)  # role -> access token
-
-    def headers(self, role: str = "admin") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[role]}"}
-
-    def actor(self, role: str = "admin") -> Actor:
-        user = self.users[role]
-        return Actor(tenant_id=self.id, user_id=user.id, role=role)
-
-
-async def make_tenant(api: Api, roles: list[str] | None = None, login: bool = True) -> TenantUsers:
-    slug = f"t-{uuid.uuid4().hex[:12]}"
-    async with api.db.system_session() as session:
-        tenant = await create_tenant(session, slug=slug, name=f"Tenant {slug}")
-    result = TenantUsers(id=tenant.id, slug=slug)
-    async with api.db.tenant_session(tenant.id) as session:
-        system = Actor(tenant_id=tenant.id, user_id=None, role="system")
-        for role in roles or [r.value for r in Role]:
-            user = await create_user(
-                session,
-                system,
-                api.settings,
-                UserCreate(
-                    email=f"{role}.{slug}@example.org",
-                    role=role,
-                    password=PASSWORD,  # type: ignore[arg-type]
-                    full_name=f"{role} of {slug}",
-                ),
-            )
-            result.users[role] = user
-    if login:
-        for role, user in result.users.items():
-            r = await api.client.post(
-                "/api/v1/auth/login", json={"email": user.email, "password": PASSWORD}
-            )
-            assert r.status_code == 200, r.text
-            result.tokens[role] = r.json()["access_token"]
-    return result
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -266,73 +157,3 @@ def redis_url() -> str:
     except Exception as exc:
         service_unavailable(f"Redis at CTAFLEET_TEST_REDIS_URL unreachable: {exc}")
     return url  # type: ignore[return-value]
-
-
-# --- builders for fleet objects ----------------------------------------------------------
-
-VALID_VINS = ["1M8GDM9AXKP042788", "11111111111111111", "1HGCM82633A004352", "5YJSA1E10HF000316"]
-
-
-def vehicle_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:
-    import random
-
-    from ctafleet.demo import make_vin
-
-    n = n if n is not None else random.randint(0, 10**9)
-    body = {
-        "unit_number": f"U-{n}",
-        "vin": make_vin(random.Random(n)),
-        "plate": f"P{n % 10**8}",
-        "plate_jurisdiction": "US-IL",
-        "make": "Ford",
-        "model": "Transit",
-        "year": 2022,
-        "vehicle_type": "van",
-        "fuel_type": "gasoline",
-        "odometer_m": 1000,
-    }
-    body.update(overrides)
-    return body
-
-
-def driver_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:
-    import random
-
-    n = n if n is not None else random.randint(0, 10**9)
-    body = {
-        "first_name": "Ada",
-        "last_name": f"Driver{n}",
-        "employee_number": f"E{n}",
-        "licence_number": f"L{n}",
-        "licence_class": "D",
-        "licence_jurisdiction": "US-IL",
-        "licence_expiry": "2030-01-01",
-    }
-    body.update(overrides)
-    return body
-
-
-# --- the app's routes --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RouteInfo:
-    path: str  # full path, with the prefixes of every included router
-    methods: frozenset[str]
-    route: Any  # the route as declared (an APIRoute: endpoint, body_field, dependencies)
-
-
-def app_routes(app: Any) -> list[RouteInfo]:
-    """Every HTTP route of the app, flattened through included routers.
-
-    `app.routes` no longer lists included routers' routes directly; FastAPI's route contexts do.
-    """
-    from fastapi.routing import iter_route_contexts
-
-    out = []
-    for ctx in iter_route_contexts(app.routes):
-        methods = ctx.methods
-        if not methods or ctx.path is None:
-            continue  # mounts (static files)
-        out.append(RouteInfo(ctx.path, frozenset(methods), ctx.original_route))
-    return out

@@ -17,9 +17,9 @@ import typer
 from typer.testing import CliRunner, Result
 
 from ctafleet import __version__
-from ctafleet.auth.permissions import Role
 from ctafleet.cli import app as cli
 from ctafleet.db.migrate import head_revision
+from ctafleet.kernel.roles import Role
 
 STRONG = "Violet-Harbour-Lantern-42"
 

@@ -141,10 +141,10 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and exit.")] = False,
 ) -> None:
     """Everything on the embedded default: migrate, seed a demo tenant, serve."""
-    from ctafleet.clock import SystemClock
     from ctafleet.db.engine import Database
     from ctafleet.db.migrate import upgrade
     from ctafleet.demo import demo_secret_key, seed
+    from ctafleet.kernel.clock import SystemClock
 
     settings = _settings()
     if not os.environ.get("CTAFLEET_AUTH__SECRET_KEY"):
@@ -212,13 +212,14 @@ def db_current() -> None:
 def db_check() -> None:
     """Fail unless the database is at head and matches the models (no drift)."""
     from ctafleet.db.migrate import drift, head_revision, revision_of
+    from ctafleet.domains import metadata
 
     settings = _settings()
     url = settings.database_admin_url
     rev, head = asyncio.run(revision_of(url)), head_revision()
     if rev != head:
         raise _fail(f"database at {rev or 'nothing'}, code at {head}: run `ctafleet db upgrade`")
-    diffs = asyncio.run(drift(url))
+    diffs = asyncio.run(drift(url, metadata()))
     if diffs:
         for d in diffs:
             typer.echo(f"  drift: {d}", err=True)
@@ -241,6 +242,7 @@ def tenants_create(
 ) -> None:
     """Create an organisation."""
     from ctafleet.db.engine import Database
+    from ctafleet.kernel.errors import DomainError
     from ctafleet.tenants.service import create_tenant
 
     settings = _settings()
@@ -250,7 +252,7 @@ def tenants_create(
         try:
             async with db.system_session() as session:
                 return await create_tenant(
-                    session,
+                    session=session,
                     slug=slug,
                     name=name or slug,
                     display_units=units,
@@ -262,8 +264,8 @@ def tenants_create(
 
     try:
         tenant = asyncio.run(run())
-    except ValueError as exc:
-        raise _fail(str(exc)) from None
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
     typer.echo(f"created tenant {tenant.slug} ({tenant.id})")
 
 
@@ -293,14 +295,12 @@ def users_create(
     name: Annotated[str, typer.Option(help="Full name.")] = "",
 ) -> None:
     """Create a user. The password comes from stdin or CTAFLEET_PASSWORD, never an argument."""
-    from sqlalchemy import select
-
-    from ctafleet.api.problems import Problem
-    from ctafleet.auth.deps import Actor
     from ctafleet.auth.schemas import UserCreate
-    from ctafleet.auth.service import create_user
+    from ctafleet.auth.users import create_user
     from ctafleet.db.engine import Database
-    from ctafleet.tenants.models import Tenant
+    from ctafleet.kernel.context import Actor
+    from ctafleet.kernel.errors import DomainError
+    from ctafleet.tenants.service import find_tenant
 
     settings = _settings()
     password = _read_password()
@@ -315,19 +315,21 @@ def users_create(
         db = Database(settings.database_url, settings)
         try:
             async with db.system_session() as session:
-                found = (await session.scalars(select(Tenant).where(Tenant.slug == tenant))).first()
+                found = await find_tenant(session=session, slug=tenant)
             if found is None:
                 raise _fail(f"no tenant {tenant!r}")
-            async with db.tenant_session(found.id) as session:
-                actor = Actor(tenant_id=found.id, user_id=None, role="system")
-                return await create_user(session, actor, settings, data)
+            actor = Actor.system(found.id)
+            async with db.session(actor) as session:
+                return await create_user(
+                    session=session, actor=actor, settings=settings.auth, data=data
+                )
         finally:
             await db.dispose()
 
     try:
         user = asyncio.run(run())
-    except Problem as exc:
-        raise _fail(exc.detail or exc.title) from None
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
     typer.echo(f"created user {user.email} ({user.role}) in {tenant}")
 
 

@@ -115,6 +115,14 @@ class AuthSettings(BaseModel):
         "1200/minute", description="Limit per authenticated user on every other API route."
     )
     min_password_length: int = Field(12, ge=12, le=128, description="Minimum password length.")
+    session_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Seconds an API process trusts its last check of a login session (user "
+        "active, session not revoked, role). A revocation through another replica takes effect "
+        "within this bound; through the same process at once. 0: check on every request.",
+    )
 
 
 class TelemetrySettings(BaseModel):

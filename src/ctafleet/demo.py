@@ -11,20 +11,23 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
-from ctafleet.auth.deps import Actor
-from ctafleet.auth.permissions import Role
 from ctafleet.auth.schemas import UserCreate
-from ctafleet.auth.service import create_user
-from ctafleet.clock import Clock
+from ctafleet.auth.users import create_user
 from ctafleet.config import Settings
 from ctafleet.db.engine import Database
-from ctafleet.fleet import service as fleet
-from ctafleet.fleet.schemas import AssignmentCreate, DeviceCreate, DriverCreate, VehicleCreate
-from ctafleet.fleet.vin import check_digit
-from ctafleet.tenants.models import Tenant
-from ctafleet.tenants.service import create_tenant
+from ctafleet.fleet.assignments.schemas import AssignmentCreate
+from ctafleet.fleet.assignments.service import create_assignment
+from ctafleet.fleet.drivers.schemas import DriverCreate
+from ctafleet.fleet.drivers.service import create_driver
+from ctafleet.fleet.vehicles.schemas import VehicleCreate
+from ctafleet.fleet.vehicles.service import create_vehicle
+from ctafleet.fleet.vehicles.vin import check_digit
+from ctafleet.kernel.clock import Clock
+from ctafleet.kernel.context import Actor
+from ctafleet.kernel.roles import Role
+from ctafleet.telematics.schemas import DeviceCreate
+from ctafleet.telematics.service import create_device
+from ctafleet.tenants.service import create_tenant, find_tenant
 
 DEMO_SLUG = "demo"
 DEMO_DOMAIN = "demo.example.org"
@@ -114,13 +117,13 @@ async def seed(
     """Creates the demo tenant once; returns the login credentials (read back on later runs)."""
     cred_path = settings.data_dir / CREDENTIALS_FILE
     async with db.system_session() as session:
-        existing = (await session.scalars(select(Tenant).where(Tenant.slug == DEMO_SLUG))).first()
+        existing = await find_tenant(session=session, slug=DEMO_SLUG)
         if existing is not None:
             if cred_path.exists():
                 return dict(json.loads(cred_path.read_text()))
             return {"tenant": DEMO_SLUG, "users": []}
         tenant = await create_tenant(
-            session,
+            session=session,
             slug=DEMO_SLUG,
             name="City of Demo Public Works",
             display_units="imperial",
@@ -130,17 +133,17 @@ async def seed(
     rng = random.Random(seed_value)  # noqa: S311 - demo data, not security
     now = clock.now()
     users: list[dict[str, str]] = []
-    async with db.tenant_session(tenant.id) as session:
-        system_actor = Actor(tenant_id=tenant.id, user_id=None, role="system")
+    system_actor = Actor.system(tenant.id, clock=clock)
+    async with db.session(system_actor) as session:
         created = {}
         for role in Role:
             password = secrets.token_urlsafe(12)
             email = f"{role.value.replace('_', '.')}@{DEMO_DOMAIN}"
             user = await create_user(
-                session,
-                system_actor,
-                settings,
-                UserCreate(
+                session=session,
+                actor=system_actor,
+                settings=settings.auth,
+                data=UserCreate(
                     email=email,
                     full_name=f"Demo {role.value.replace('_', ' ').title()}",
                     role=role.value,
@@ -150,14 +153,14 @@ async def seed(
             created[role] = user
             users.append({"role": role.value, "email": email, "password": password})
         admin = created[Role.admin]
-        actor = Actor(tenant_id=tenant.id, user_id=admin.id, role=Role.admin.value)
+        actor = Actor(tenant_id=tenant.id, user_id=admin.id, role=Role.admin.value, clock=clock)
         device_creds = []
         for i in range(vehicles):
             make, model, vtype, fuel, tank = _MODELS[i % len(_MODELS)]
-            vehicle = await fleet.create_vehicle(
-                session,
-                actor,
-                VehicleCreate(
+            vehicle = await create_vehicle(
+                session=session,
+                actor=actor,
+                data=VehicleCreate(
                     unit_number=f"U-{100 + i}",
                     vin=make_vin(rng),
                     plate=f"DEM{1000 + i}",
@@ -180,10 +183,10 @@ async def seed(
                     home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
                 ),
             )
-            driver = await fleet.create_driver(
-                session,
-                actor,
-                DriverCreate(
+            driver = await create_driver(
+                session=session,
+                actor=actor,
+                data=DriverCreate(
                     first_name=rng.choice(_FIRST),
                     last_name=rng.choice(_LAST),
                     employee_number=f"E{5000 + i}",
@@ -194,25 +197,24 @@ async def seed(
                     user_id=created[Role.driver].id if i == 0 else None,
                 ),
             )
-            await fleet.create_assignment(
-                session,
-                actor,
-                AssignmentCreate(
+            await create_assignment(
+                session=session,
+                actor=actor,
+                data=AssignmentCreate(
                     vehicle_id=vehicle.id,
                     driver_id=driver.id,
                     starts_at=now - timedelta(days=rng.randint(1, 90)),
                 ),
             )
-            device, credential = await fleet.create_device(
-                session,
-                actor,
-                DeviceCreate(
+            device, credential = await create_device(
+                session=session,
+                actor=actor,
+                data=DeviceCreate(
                     unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
                     name=f"Tracker {vehicle.unit_number}",
                     protocol="osmand",
                     vehicle_id=vehicle.id,
                 ),
-                now,
             )
             device_creds.append(
                 {

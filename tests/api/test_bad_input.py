@@ -5,26 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
 from ctafleet.api.middleware import BodySizeLimitMiddleware
-from tests.conftest import Api, TenantUsers, driver_body, vehicle_body
-
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(r: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
-    assert r.status_code == status, (r.status_code, r.text)
-    assert r.headers["content-type"] == PROBLEM, r.headers
-    body: dict[str, Any] = r.json()
-    assert body["status"] == status
-    assert body["type"].startswith("/problems/")
-    if slug is not None:
-        assert body["type"] == f"/problems/{slug}", body
-    assert body["request_id"], body
-    assert body["request_id"] == r.headers["x-request-id"]
-    return body
+from tests.kit.app import Api, TenantUsers
+from tests.kit.factories import driver_body, vehicle_body
+from tests.kit.problems import PROBLEM_JSON, assert_problem
 
 
 @pytest.fixture
@@ -57,7 +43,7 @@ async def test_deeply_nested_json_is_a_client_error(api: Api) -> None:
         "/api/v1/auth/login", content=raw, headers={"content-type": "application/json"}
     )
     assert 400 <= r.status_code < 500, r.text
-    assert r.headers["content-type"] == PROBLEM
+    assert r.headers["content-type"] == PROBLEM_JSON
 
 
 @pytest.mark.parametrize(

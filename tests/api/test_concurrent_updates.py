@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import Api
+from tests.kit.app import Api
 
 
 async def test_concurrent_tenant_updates_never_fail_with_500(api: Api) -> None:

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 
 from ctafleet.observability.metrics import REGISTRY
-from tests.api.conftest import own_app
-from tests.conftest import Api, make_settings
+from tests.kit.app import Api, make_settings, own_app
 
 LOGIN_LIMIT = "5/minute"
 

@@ -23,7 +23,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from ctafleet.app import create_app
-from tests.conftest import Api, TenantUsers, driver_body, vehicle_body
+from tests.kit.app import Api, TenantUsers
+from tests.kit.factories import driver_body, vehicle_body
 
 PARAM = re.compile(r"{([^}]+)}")
 

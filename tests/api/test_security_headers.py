@@ -11,8 +11,7 @@ import httpx
 import pytest
 from fastapi import APIRouter
 
-from tests.api.conftest import own_app
-from tests.conftest import Api
+from tests.kit.app import Api, own_app
 
 ORIGIN = "https://fleet.example.org"
 

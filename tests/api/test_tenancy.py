@@ -12,7 +12,8 @@ from typing import Any
 
 from fastapi.routing import APIRoute
 
-from tests.conftest import Api, TenantUsers, app_routes, driver_body, vehicle_body
+from tests.kit.app import Api, TenantUsers, app_routes
+from tests.kit.factories import driver_body, vehicle_body
 
 PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 

@@ -9,9 +9,8 @@ import httpx
 import jwt
 import pyotp
 
-from tests.conftest import PASSWORD, Api
+from tests.kit.app import PASSWORD, Api
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 LOGOUT = "/api/v1/auth/logout"
@@ -20,23 +19,6 @@ ME = "/api/v1/auth/me"
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def assert_problem(r: httpx.Response, status: int, slug: str | None = None) -> dict[str, Any]:
-    """The response is an RFC 9457 problem with this status (and `type`, when given)."""
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith(PROBLEM_MEDIA_TYPE), r.headers
-    body: dict[str, Any] = r.json()
-    assert body["status"] == status
-    if slug is not None:
-        assert body["type"] == f"/problems/{slug}", body
-    return body
-
-
-def assert_unauthorized(r: httpx.Response) -> None:
-    """A refused access token: 401 problem that tells the client to send a bearer token."""
-    assert_problem(r, 401, "unauthorized")
-    assert r.headers.get("www-authenticate") == "Bearer", r.headers
 
 
 async def login(

@@ -5,8 +5,6 @@ from __future__ import annotations
 from ctafleet.observability.metrics import REGISTRY
 from tests.auth.helpers import (
     ME,
-    assert_problem,
-    assert_unauthorized,
     enrol_totp,
     login,
     login_ok,
@@ -16,7 +14,8 @@ from tests.auth.helpers import (
     unique_email,
     wrong_totp_code,
 )
-from tests.conftest import Api
+from tests.kit.app import Api
+from tests.kit.problems import assert_problem, assert_unauthorized
 
 KINDS = ("password", "mfa", "token", "refresh")
 

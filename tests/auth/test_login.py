@@ -6,7 +6,6 @@ import asyncio
 
 from tests.auth.helpers import (
     LOGIN,
-    assert_problem,
     audit_events,
     bearer,
     claims_of,
@@ -15,7 +14,8 @@ from tests.auth.helpers import (
     me,
     unique_email,
 )
-from tests.conftest import PASSWORD, Api
+from tests.kit.app import PASSWORD, Api
+from tests.kit.problems import assert_problem
 
 
 async def test_login_returns_a_working_token_pair(api: Api) -> None:

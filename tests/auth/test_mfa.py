@@ -6,8 +6,6 @@ from __future__ import annotations
 import asyncio
 
 from tests.auth.helpers import (
-    assert_problem,
-    assert_unauthorized,
     bearer,
     claims_of,
     enrol_totp,
@@ -18,7 +16,8 @@ from tests.auth.helpers import (
     totp_code,
     wrong_totp_code,
 )
-from tests.conftest import Api
+from tests.kit.app import Api
+from tests.kit.problems import assert_problem, assert_unauthorized
 
 SETUP = "/api/v1/auth/mfa/setup"
 VERIFY = "/api/v1/auth/mfa/verify"

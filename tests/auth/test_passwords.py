@@ -7,18 +7,10 @@ import uuid
 from sqlalchemy import select
 
 from ctafleet.auth.models import User
-from tests.auth.helpers import (
-    assert_problem,
-    assert_unauthorized,
-    audit_events,
-    bearer,
-    login,
-    login_ok,
-    me,
-    refresh,
-    unique_email,
-)
-from tests.conftest import PASSWORD, Api
+from ctafleet.kernel.context import Actor
+from tests.auth.helpers import audit_events, bearer, login, login_ok, me, refresh, unique_email
+from tests.kit.app import PASSWORD, Api
+from tests.kit.problems import assert_problem, assert_unauthorized
 
 USERS = "/api/v1/users"
 CHANGE = "/api/v1/auth/password"
@@ -26,7 +18,7 @@ GOOD_PASSWORD = "Velvet-Orbit-Lantern-93"
 
 
 async def _stored_hash(api: Api, tenant_id: uuid.UUID, email: str) -> str:
-    async with api.db.tenant_session(tenant_id) as session:
+    async with api.db.session(Actor.system(tenant_id)) as session:
         value = await session.scalar(select(User.password_hash).where(User.email == email))
     assert value is not None
     return value

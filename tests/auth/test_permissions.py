@@ -17,9 +17,11 @@ from fastapi.routing import APIRoute, iter_route_contexts
 
 from ctafleet.app import create_app
 from ctafleet.auth.deps import public, require
-from ctafleet.auth.permissions import MATRIX, Permission, Role, allowed, render_markdown
-from tests.auth.helpers import CachedLogin, assert_unauthorized, bearer
-from tests.conftest import Api, TenantUsers
+from ctafleet.auth.permissions import MATRIX, Permission, allowed, render_markdown
+from ctafleet.kernel.roles import Role
+from tests.auth.helpers import CachedLogin, bearer
+from tests.kit.app import Api, TenantUsers
+from tests.kit.problems import assert_unauthorized
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -4,18 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.auth.helpers import (
-    LOGOUT,
-    assert_problem,
-    assert_unauthorized,
-    audit_events,
-    bearer,
-    claims_of,
-    login_ok,
-    me,
-    refresh,
-)
-from tests.conftest import Api
+from tests.auth.helpers import LOGOUT, audit_events, bearer, claims_of, login_ok, me, refresh
+from tests.kit.app import Api
+from tests.kit.problems import assert_problem, assert_unauthorized
 
 
 async def test_refresh_rotates_the_pair_within_the_session(api: Api) -> None:

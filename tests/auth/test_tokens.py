@@ -13,16 +13,9 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.auth.helpers import (
-    ME,
-    CachedLogin,
-    assert_unauthorized,
-    bearer,
-    claims_of,
-    login_ok,
-    me,
-)
-from tests.conftest import Api, TenantUsers
+from tests.auth.helpers import ME, CachedLogin, bearer, claims_of, login_ok, me
+from tests.kit.app import Api, TenantUsers
+from tests.kit.problems import assert_unauthorized
 
 
 def _b64(data: bytes) -> str:

@@ -6,18 +6,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 
-from tests.auth.helpers import (
-    assert_problem,
-    assert_unauthorized,
-    audit_events,
-    bearer,
-    login,
-    login_ok,
-    me,
-    refresh,
-    unique_email,
-)
-from tests.conftest import Api
+from tests.auth.helpers import audit_events, bearer, login, login_ok, me, refresh, unique_email
+from tests.kit.app import Api
+from tests.kit.problems import assert_problem, assert_unauthorized
 
 USERS = "/api/v1/users"
 GOOD_PASSWORD = "Velvet-Orbit-Lantern-93"

@@ -11,15 +11,9 @@ from sqlalchemy import inspect
 
 from ctafleet.db.base import Base, tenant_owned_tables
 from ctafleet.db.engine import make_engine
-from ctafleet.db.migrate import (
-    MIGRATIONS,
-    downgrade,
-    drift,
-    head_revision,
-    revision_of,
-    upgrade,
-)
-from tests.conftest import PgDatabase
+from ctafleet.db.migrate import MIGRATIONS, downgrade, drift, head_revision, revision_of, upgrade
+from ctafleet.domains import metadata
+from tests.kit.app import PgDatabase
 
 
 async def _tables(url: str) -> set[str]:
@@ -38,7 +32,7 @@ async def _round_trip(url: str, app_role: str = "") -> None:
 
     assert await upgrade(url, app_role=app_role) == head
     assert await revision_of(url) == head
-    assert await drift(url) == []
+    assert await drift(url, metadata()) == []
     model_tables = set(Base.metadata.tables)
     assert model_tables <= await _tables(url)
 
@@ -47,10 +41,10 @@ async def _round_trip(url: str, app_role: str = "") -> None:
     assert await _tables(url) <= {"alembic_version"}
 
     assert await upgrade(url, app_role=app_role) == head
-    assert await drift(url) == []
+    assert await drift(url, metadata()) == []
     # Upgrading a database already at head changes nothing.
     assert await upgrade(url, app_role=app_role) == head
-    assert await drift(url) == []
+    assert await drift(url, metadata()) == []
 
 
 async def test_sqlite_round_trip(tmp_path: Path) -> None:
@@ -73,11 +67,11 @@ async def test_drift_check_notices_a_model_change(tmp_path: Path) -> None:
     table = Base.metadata.tables["vehicles"]
     table.append_column(column)
     try:
-        diffs = await drift(url)
+        diffs = await drift(url, metadata())
     finally:
         table._columns.remove(column)
     assert any("drift_probe" in str(d) for d in diffs), diffs
-    assert await drift(url) == []
+    assert await drift(url, metadata()) == []
 
 
 def _migration_tenant_tables() -> set[str]:

@@ -11,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import NullPool
 
 from ctafleet.db.base import tenant_owned_tables
-from tests.conftest import Api, TenantUsers, vehicle_body
+from tests.kit.app import Api, TenantUsers
+from tests.kit.factories import vehicle_body
 
 
 @pytest.fixture

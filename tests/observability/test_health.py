@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ctafleet import __version__
 from ctafleet.db.migrate import head_revision
-from tests.api.conftest import own_app
-from tests.conftest import Api, Backend
+from tests.kit.app import Api, Backend, own_app
 
 # Nothing listens on port 1 of loopback: connections are refused at once.
 DEAD_PG = "postgresql+asyncpg://nobody@127.0.0.1:1/nothing"

@@ -16,7 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ctafleet.app import create_app
 from ctafleet.observability.tracing import fastapi_telemetry
-from tests.conftest import Api, Backend, make_settings, make_tenant
+from tests.kit.app import Api, Backend, make_settings, make_tenant
 
 
 class FakeCollector:

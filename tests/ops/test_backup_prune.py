@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from ctafleet.clock import FrozenClock
 from ctafleet.config import Settings
+from ctafleet.kernel.clock import FrozenClock
 from ctafleet.ops.backup import retention
 from ctafleet.ops.backup.service import Backups
 from ctafleet.storage import LocalStore

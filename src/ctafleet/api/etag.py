@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, TypeVar
 
 from fastapi import Header, Response
 
@@ -17,6 +18,16 @@ def etag(version: int) -> str:
 
 def set_etag(response: Response, version: int) -> None:
     response.headers["ETag"] = etag(version)
+
+
+V = TypeVar("V")
+
+
+def versioned(response: Response, obj: V) -> V:
+    """Returns `obj`, with its version as the response's ETag."""
+    version: Any = getattr(obj, "version")  # noqa: B009 - any versioned row or mapping
+    set_etag(response, int(version))
+    return obj
 
 
 def if_match_version(

@@ -14,6 +14,15 @@ from sqlalchemy.orm.exc import StaleDataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ctafleet.api.requestid import current_request_id
+from ctafleet.kernel.errors import (
+    Conflict,
+    DomainError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    PreconditionFailed,
+    Unauthenticated,
+)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 log = structlog.get_logger("ctafleet.api")
@@ -87,8 +96,34 @@ class Problem(Exception):
         super().__init__(detail or self.title)
 
 
-def not_found(entity: str = "resource") -> Problem:
-    return Problem(404, "not-found", f"{entity} not found")
+# The one place domain errors become HTTP statuses.
+DOMAIN_STATUS: dict[type[DomainError], int] = {
+    NotFound: 404,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    Invalid: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
+}
+
+
+def domain_status(exc: DomainError) -> int:
+    for kind in type(exc).__mro__:
+        status = DOMAIN_STATUS.get(kind)
+        if status is not None:
+            return status
+    return 400
+
+
+def domain_problem(exc: DomainError) -> Problem:
+    status = domain_status(exc)
+    extra = dict(exc.extra)
+    if isinstance(exc, Invalid) and exc.field:
+        extra.setdefault(
+            "errors",
+            [{"loc": ["body", *exc.field.split(".")], "msg": exc.reason, "type": exc.slug}],
+        )
+    return Problem(status, exc.slug, exc.detail, **extra)
 
 
 def problem_response(
@@ -130,6 +165,11 @@ def install(app: FastAPI) -> None:
         return problem_response(
             request, exc.status, exc.slug, exc.title, exc.detail, exc.headers, **exc.extra
         )
+
+    @app.exception_handler(DomainError)
+    async def _domain(request: Request, exc: DomainError) -> JSONResponse:
+        p = domain_problem(exc)
+        return problem_response(request, p.status, p.slug, p.title, p.detail, p.headers, **p.extra)
 
     # Safety nets: services map these to specific problems; a path that forgets must still
     # answer a conflict, not a 500.

@@ -1,17 +1,24 @@
-"""What every request can reach: settings, database, clock, rate limiter, Redis."""
+"""What every request can reach: settings, database, clock, rate limiter, Redis, caches."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fastapi import Request
+from cachetools import TTLCache
+from starlette.requests import HTTPConnection
 
 from ctafleet.api.ratelimit import RateLimiter
-from ctafleet.clock import Clock
 from ctafleet.config import Settings
 from ctafleet.db.engine import Database
+from ctafleet.kernel.clock import Clock
+
+
+def clock_cache(clock: Clock, *, ttl_s: float, maxsize: int) -> TTLCache[Any, Any]:
+    """A bounded cache whose entries expire by the injected clock (tests move time)."""
+    return TTLCache(maxsize=maxsize, ttl=ttl_s, timer=lambda: clock.now().timestamp())
 
 
 @dataclass
@@ -22,13 +29,17 @@ class AppState:
     limiter: RateLimiter
     redis: Any = None  # redis.asyncio.Redis when configured
     started_monotonic: float = field(default_factory=time.monotonic)
+    # Authenticated sessions seen recently (see auth/deps.py): bounded staleness, per process.
+    session_cache: TTLCache[Any, Any] | None = None
+    # Business gauges the domains registered, refreshed at /metrics (a system session each).
+    gauge_refreshers: tuple[Callable[[Any, Any], Awaitable[None]], ...] = ()
 
 
-def get_state(request: Request) -> AppState:
+def get_state(request: HTTPConnection) -> AppState:
     state: AppState = request.app.state.ctafleet
     return state
 
 
-def client_ip(request: Request) -> str:
+def client_ip(request: HTTPConnection) -> str:
     # Behind a proxy, uvicorn's --proxy-headers/--forwarded-allow-ips rewrites request.client.
     return request.client.host if request.client else "unknown"

@@ -14,9 +14,9 @@ from ctafleet.api.pagination import (
     list_response,
 )
 from ctafleet.audit import service
-from ctafleet.audit.models import AuditEvent
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.audit import AuditEvent
 
 router = APIRouter(prefix="/audit-events", tags=["audit"])
 
@@ -53,7 +53,6 @@ async def list_events(
     ctx: Ctx = Depends(require(Permission.audit_read)),
 ) -> object:
     stmt = service.list_query(
-        ctx.actor.tenant_id,
         entity_type=entity_type,
         entity_id=entity_id,
         actor_user_id=actor_user_id,

@@ -1,4 +1,11 @@
-"""Route dependencies: who is calling, in which tenant, and may they. Every route uses one."""
+"""Route dependencies: who is calling, in which tenant, and may they. Every route uses one.
+
+One database session per request, shared by the authentication check and the route, bound to
+the caller's tenant. The check of the caller's login session (active user, session neither
+revoked nor expired, MFA state, role) is cached per process for `auth.session_cache_ttl_s`
+seconds: a revocation made through this process takes effect at once (its routes drop the
+cached entries), one made through another replica within that bound.
+"""
 
 from __future__ import annotations
 
@@ -17,44 +24,55 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ctafleet.api.problems import Problem
 from ctafleet.api.state import AppState, client_ip, get_state
 from ctafleet.auth.models import AuthSession, User
-from ctafleet.auth.permissions import OWN_RECORDS_ONLY, Permission, Role, allowed
-from ctafleet.auth.tokens import InvalidToken, decode_access_token
+from ctafleet.auth.permissions import OWN_RECORDS_ONLY, Permission, allowed
+from ctafleet.auth.tokens import AccessClaims, InvalidToken, decode_access_token
+from ctafleet.db import scope
+from ctafleet.kernel.context import Actor
+from ctafleet.kernel.roles import Role
 from ctafleet.observability.metrics import AUTH_FAILURES
 
 bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
 
 # While MFA enrolment is pending, a token reaches only these routes.
 MFA_PENDING_ALLOWED = {Permission.authenticated}
+_OWN_ONLY = frozenset(r.value for r in OWN_RECORDS_ONLY)
 
 
-@dataclass(frozen=True)
-class Actor:
-    """The caller, as services see it."""
+@dataclass(frozen=True, slots=True)
+class LoginState:
+    """What the check of a request needs to know of its login session (no secrets)."""
 
+    user_id: uuid.UUID
     tenant_id: uuid.UUID
-    user_id: uuid.UUID | None
     role: str
-    session_id: uuid.UUID | None = None
-    request_id: str | None = None
-    client_ip: str | None = None
-
-    @property
-    def own_records_only(self) -> bool:
-        return self.role in {r.value for r in OWN_RECORDS_ONLY}
+    is_active: bool
+    revoked: bool
+    expires_at: datetime
+    mfa_verified: bool
 
 
-@dataclass
+@dataclass(slots=True)
 class Ctx:
-    """A tenant-scoped database session plus the actor, handed to every authenticated route."""
+    """The request's tenant-scoped database session plus the actor, for authenticated routes."""
 
     session: AsyncSession
     actor: Actor
     state: AppState
-    user: User
 
     @property
     def now(self) -> datetime:
-        return self.state.clock.now()
+        return self.actor.now()
+
+    async def user(self) -> User:
+        """The calling user's row (loaded only by the routes that need it)."""
+        user = await self.session.get(User, self.actor.user_id)
+        if user is None:  # deleted between the check and now
+            raise unauthorized("the session has ended; log in again")
+        return user
+
+    def forget_logins(self, user_id: uuid.UUID) -> None:
+        """Drops this process's cached checks of the user's sessions (after a revocation)."""
+        forget_logins(self.state, user_id)
 
 
 @dataclass
@@ -64,12 +82,50 @@ class PublicCtx:
     request_id: str | None
 
 
-def _unauthorized(detail: str, *, rejected: bool = True) -> Problem:
+def unauthorized(detail: str, *, rejected: bool = True) -> Problem:
     # Only a token that was presented and refused counts as a failure; a request without one
     # (a browser, a health probe that took the wrong path) is not an attack signal.
     if rejected:
         AUTH_FAILURES.labels(kind="token").inc()
     return Problem(401, "unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forget_logins(state: AppState, user_id: uuid.UUID) -> None:
+    cache = state.session_cache
+    if cache is None:
+        return
+    for key, entry in list(cache.items()):
+        if entry.user_id == user_id:
+            cache.pop(key, None)
+
+
+async def _login_state(session: AsyncSession, claims: AccessClaims) -> LoginState | None:
+    row = (
+        await session.execute(
+            select(
+                User.id,
+                User.tenant_id,
+                User.role,
+                User.is_active,
+                AuthSession.revoked_at,
+                AuthSession.expires_at,
+                AuthSession.mfa_verified,
+            )
+            .join(AuthSession, AuthSession.user_id == User.id)
+            .where(User.id == claims.user_id, AuthSession.id == claims.session_id)
+        )
+    ).first()
+    if row is None:
+        return None
+    return LoginState(
+        user_id=row.id,
+        tenant_id=row.tenant_id,
+        role=row.role,
+        is_active=row.is_active,
+        revoked=row.revoked_at is not None,
+        expires_at=row.expires_at,
+        mfa_verified=row.mfa_verified,
+    )
 
 
 def require(permission: Permission) -> Callable[..., Any]:
@@ -81,58 +137,69 @@ def require(permission: Permission) -> Callable[..., Any]:
     ) -> AsyncIterator[Ctx]:
         state = get_state(request)
         if credentials is None or credentials.scheme.lower() != "bearer":
-            raise _unauthorized("a bearer access token is required", rejected=False)
+            raise unauthorized("a bearer access token is required", rejected=False)
         now = state.clock.now()
         try:
             claims = decode_access_token(state.settings.auth, credentials.credentials, now)
         except InvalidToken as exc:
-            raise _unauthorized("the access token is invalid or expired") from exc
-        async with state.db.tenant_session(claims.tenant_id) as session:
-            row = (
-                await session.execute(
-                    select(User, AuthSession)
-                    .join(AuthSession, AuthSession.user_id == User.id)
-                    .where(
-                        User.id == claims.user_id,
-                        User.tenant_id == claims.tenant_id,
-                        AuthSession.id == claims.session_id,
-                    )
-                )
-            ).first()
-            if row is None:
-                raise _unauthorized("the access token is invalid or expired")
-            user, auth_session = row
-            if (
-                not user.is_active
-                or auth_session.revoked_at is not None
-                or auth_session.expires_at <= now
-            ):
-                raise _unauthorized("the session has ended; log in again")
+            raise unauthorized("the access token is invalid or expired") from exc
+        actor = Actor(
+            tenant_id=claims.tenant_id,
+            user_id=claims.user_id,
+            role=claims.role,
+            own_records_only=claims.role in _OWN_ONLY,
+            session_id=claims.session_id,
+            request_id=getattr(request.state, "request_id", None),
+            client_ip=client_ip(request),
+            clock=state.clock,
+        )
+        session = state.db.session(actor)
+        try:
+            cache = state.session_cache
+            login = cache.get(claims.session_id) if cache is not None else None
+            if login is None:
+                login = await _login_state(session, claims)
+                if login is None:
+                    raise unauthorized("the access token is invalid or expired")
+                if cache is not None:
+                    cache[claims.session_id] = login
+            elif login.user_id != claims.user_id or login.tenant_id != claims.tenant_id:
+                raise unauthorized("the access token is invalid or expired")
+            if not login.is_active or login.revoked or login.expires_at <= now:
+                raise unauthorized("the session has ended; log in again")
             # Checked after the session: an ended session is a 401 whatever the token says. The
             # session's flag also covers tokens issued before a policy change reached it.
-            pending = claims.mfa_pending or not auth_session.mfa_verified
-            if pending and permission not in MFA_PENDING_ALLOWED:
+            if (claims.mfa_pending or not login.mfa_verified) and (
+                permission not in MFA_PENDING_ALLOWED
+            ):
                 raise Problem(
                     403,
                     "mfa-enrolment-required",
                     "your role requires two-factor authentication: enrol at "
                     "POST /api/v1/auth/mfa/setup, then log in again",
                 )
-            if not allowed(user.role, permission):
+            # The role is the session's, not the token's: a role change applies at once.
+            if not allowed(login.role, permission):
                 raise Problem(403, "forbidden", f"your role may not do this ({permission.value})")
-            await state.limiter.hit(state.settings.auth.api_rate_limit, "user", str(user.id))
-            actor = Actor(
-                tenant_id=user.tenant_id,
-                user_id=user.id,
-                role=user.role,
-                session_id=auth_session.id,
-                request_id=getattr(request.state, "request_id", None),
-                client_ip=client_ip(request),
+            await state.limiter.hit(state.settings.auth.api_rate_limit, "user", str(login.user_id))
+            if login.role != actor.role:
+                actor = Actor(
+                    tenant_id=actor.tenant_id,
+                    user_id=actor.user_id,
+                    role=login.role,
+                    own_records_only=login.role in _OWN_ONLY,
+                    session_id=actor.session_id,
+                    request_id=actor.request_id,
+                    client_ip=actor.client_ip,
+                    clock=state.clock,
+                )
+                scope.bind(session, actor)
+            structlog.contextvars.bind_contextvars(
+                tenant=str(actor.tenant_id), user=str(actor.user_id)
             )
-            structlog.contextvars.bind_contextvars(tenant=str(user.tenant_id), user=str(user.id))
-            # The read that loaded the user is finished; the route starts its own transaction.
-            await session.commit()
-            yield Ctx(session=session, actor=actor, state=state, user=user)
+            yield Ctx(session=session, actor=actor, state=state)
+        finally:
+            await session.close()
 
     dependency.__permission__ = permission  # type: ignore[attr-defined]
     return dependency

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-
-class Role(StrEnum):
-    admin = "admin"
-    fleet_manager = "fleet_manager"
-    dispatcher = "dispatcher"
-    mechanic = "mechanic"
-    driver = "driver"
-    viewer = "viewer"
-    auditor = "auditor"
+from ctafleet.kernel.roles import Role
 
 
 class Permission(StrEnum):

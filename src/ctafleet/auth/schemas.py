@@ -4,18 +4,10 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field
+from pydantic import BaseModel, EmailStr, Field
 
-from ctafleet.auth.permissions import Role
-
-RoleName = Literal[
-    "admin", "fleet_manager", "dispatcher", "mechanic", "driver", "viewer", "auditor"
-]
-assert set(RoleName.__args__) == {r.value for r in Role}  # type: ignore[attr-defined]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+from ctafleet.kernel.roles import RoleName
+from ctafleet.kernel.schemas import ReadModel, Strict
 
 
 class LoginRequest(Strict):
@@ -69,9 +61,7 @@ class UserUpdate(Strict):
     is_active: bool | None = None
 
 
-class UserRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class UserRead(ReadModel):
     id: uuid.UUID
     email: str
     full_name: str

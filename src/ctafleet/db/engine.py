@@ -1,28 +1,23 @@
-"""Engine and session factory for SQLite (embedded default) and PostgreSQL."""
+"""Engine and sessions for SQLite (embedded default) and PostgreSQL."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import logging
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session, SessionTransaction
 
 from ctafleet.config import Settings
-
-TENANT_KEY = "tenant_id"
-SCOPE_KEY = "scope"
-SYSTEM_SCOPE = "system"
+from ctafleet.db import scope
+from ctafleet.kernel.context import Actor
 
 
 def is_sqlite(url: str) -> bool:
@@ -30,6 +25,16 @@ def is_sqlite(url: str) -> bool:
 
 
 def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> AsyncEngine:
+    if settings is not None:
+        kwargs.setdefault("pool_size", settings.database.pool_size)
+        kwargs.setdefault("max_overflow", settings.database.max_overflow)
+        if settings.database.echo:
+            # Through the application's log handler (JSON, once), not SQLAlchemy's own stream
+            # handler that `echo=True` adds beside it.
+            logging.getLogger("sqlalchemy.engine.Engine").setLevel(logging.INFO)
+    # Bound parameters hold password hashes, TOTP secrets and credential digests: SQLAlchemy
+    # never puts them in a log line or an exception message, at any log level.
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         database = make_url(url).database
         if database and database != ":memory:":
@@ -47,32 +52,12 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
             cur.close()
 
         return engine
-    if settings is not None:
-        kwargs.setdefault("pool_size", settings.database.pool_size)
-        kwargs.setdefault("max_overflow", settings.database.max_overflow)
-        kwargs.setdefault("echo", settings.database.echo)
     kwargs.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kwargs)
 
 
-@event.listens_for(Session, "after_begin")
-def _set_rls_scope(session: Session, _tx: SessionTransaction, connection: Connection) -> None:
-    """Each PostgreSQL transaction carries the tenant (or system) scope that RLS reads."""
-    if connection.dialect.name != "postgresql":
-        return
-    tenant = session.info.get(TENANT_KEY)
-    scope = session.info.get(SCOPE_KEY, "")
-    connection.execute(
-        text(
-            "SELECT set_config('ctafleet.tenant_id', :t, true), "
-            "set_config('ctafleet.scope', :s, true)"
-        ),
-        {"t": str(tenant) if tenant else "", "s": scope},
-    )
-
-
 class Database:
-    """One per process: the engine and sessions bound to a tenant or to the system scope."""
+    """One per process: the engine, and sessions bound to an actor's tenant or to the system."""
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
         self.url = url
@@ -83,24 +68,16 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def session(self, tenant_id: uuid.UUID | None = None, *, system: bool = False) -> AsyncSession:
+    def session(self, actor: Actor) -> AsyncSession:
+        """A session that sees and writes only the actor's tenant (see `db/scope.py`)."""
         session = self._factory()
-        if tenant_id is not None:
-            session.info[TENANT_KEY] = tenant_id
-        if system:
-            session.info[SCOPE_KEY] = SYSTEM_SCOPE
+        scope.bind(session, actor)
         return session
 
-    @asynccontextmanager
-    async def system_session(self) -> AsyncIterator[AsyncSession]:
-        """For the few deliberately cross-tenant reads: login, token refresh, device auth."""
-        async with self.session(system=True) as session:
-            yield session
-
-    @asynccontextmanager
-    async def tenant_session(self, tenant_id: uuid.UUID) -> AsyncIterator[AsyncSession]:
-        async with self.session(tenant_id) as session:
-            yield session
+    def system_session(self) -> AsyncSession:
+        """For the few deliberately cross-tenant operations: login, token refresh, device
+        authentication, platform commands (tenants create)."""
+        return scope.system_session(self.engine)
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -68,20 +68,19 @@ async def downgrade(url: str, revision: str) -> None:
     await _run(url, _downgrade, revision)
 
 
-def _diffs(connection: Connection) -> list[Any]:
+def _diffs(connection: Connection, metadata: MetaData) -> list[Any]:
     from alembic.autogenerate import compare_metadata
-
-    from ctafleet.db.models import Base
 
     ctx = MigrationContext.configure(
         connection, opts={"compare_type": True, "render_as_batch": True}
     )
-    return list(compare_metadata(ctx, Base.metadata))
+    return list(compare_metadata(ctx, metadata))
 
 
-async def drift(url: str) -> list[Any]:
-    """Differences between the models and a database migrated to head (empty: no drift)."""
-    return await _run(url, _diffs)  # type: ignore[no-any-return]
+async def drift(url: str, metadata: MetaData) -> list[Any]:
+    """Differences between `metadata` (every domain's tables, `ctafleet.domains.metadata()`)
+    and a database migrated to head (empty: no drift)."""
+    return await _run(url, _diffs, metadata)  # type: ignore[no-any-return]
 
 
 async def revision_of(url: str) -> str | None:

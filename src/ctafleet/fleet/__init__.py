@@ -1,0 +1,1 @@
+"""Fleet core: vehicles, drivers and who drives what (assignments)."""

@@ -5,45 +5,30 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from datetime import timedelta
 
 import structlog
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
-from sqlalchemy import distinct, func, select
 
 from ctafleet.api.problems import Problem
 from ctafleet.api.state import AppState
 from ctafleet.auth.deps import PublicCtx, public
-from ctafleet.fleet.models import Device, Vehicle
 from ctafleet.observability import metrics
 
 router = APIRouter(include_in_schema=False)
 log = structlog.get_logger("ctafleet.metrics")
 
 BUSINESS_TTL_S = 15.0  # business gauges cost a few COUNTs: at most once per 15 s per process
-VEHICLE_STATUSES = ("active", "in_shop", "out_of_service", "retired")
 _last_refresh = 0.0
 _lock = asyncio.Lock()
 
 
 async def refresh_business_gauges(state: AppState) -> None:
+    """Runs every domain's gauge refresher (registered by the app, see ctafleet.domains)."""
     now = state.clock.now()
     async with state.db.system_session() as session:
-        by_status = dict(
-            (await session.execute(select(Vehicle.status, func.count()).group_by(Vehicle.status)))
-            .tuples()
-            .all()
-        )
-        reporting = await session.scalar(
-            select(func.count(distinct(Device.vehicle_id))).where(
-                Device.vehicle_id.is_not(None),
-                Device.last_seen_at > now - timedelta(minutes=5),
-            )
-        )
-    for status in VEHICLE_STATUSES:
-        metrics.VEHICLES.labels(status).set(by_status.get(status, 0))
-    metrics.VEHICLES_REPORTING.set(reporting or 0)
+        for refresh in state.gauge_refreshers:
+            await refresh(session, now)
 
 
 def _pool_gauges(state: AppState) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Response
 
-from ctafleet.api.etag import if_match_version, set_etag
+from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
 from ctafleet.tenants import service
@@ -16,9 +16,7 @@ router = APIRouter(prefix="/tenant", tags=["tenant"])
 async def get_tenant(
     response: Response, ctx: Ctx = Depends(require(Permission.tenant_read))
 ) -> Tenant:
-    tenant = await service.get_tenant(ctx.session, ctx.actor)
-    set_etag(response, tenant.version)
-    return tenant
+    return versioned(response, await service.get_tenant(session=ctx.session, actor=ctx.actor))
 
 
 @router.patch(
@@ -30,6 +28,7 @@ async def update_tenant(
     if_match: int | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.tenant_manage)),
 ) -> Tenant:
-    tenant = await service.update_tenant(ctx.session, ctx.actor, body, if_match)
-    set_etag(response, tenant.version)
-    return tenant
+    tenant = await service.update_tenant(
+        session=ctx.session, actor=ctx.actor, data=body, if_match=if_match
+    )
+    return versioned(response, tenant)

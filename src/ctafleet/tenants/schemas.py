@@ -6,59 +6,13 @@ from datetime import datetime
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from ctafleet.auth.schemas import RoleName
+from ctafleet.kernel.money import validate_currency
+from ctafleet.kernel.roles import RoleName
+from ctafleet.kernel.schemas import ReadModel, Strict
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
-# ISO 4217 codes in use; a typo like "EUD" is refused rather than stored.
-CURRENCIES = frozenset(
-    [
-        "AED",
-        "AUD",
-        "BRL",
-        "CAD",
-        "CHF",
-        "CLP",
-        "CNY",
-        "COP",
-        "CZK",
-        "DKK",
-        "EGP",
-        "EUR",
-        "GBP",
-        "HKD",
-        "HUF",
-        "IDR",
-        "ILS",
-        "INR",
-        "ISK",
-        "JPY",
-        "KES",
-        "KRW",
-        "MXN",
-        "MYR",
-        "NGN",
-        "NOK",
-        "NZD",
-        "PEN",
-        "PHP",
-        "PKR",
-        "PLN",
-        "QAR",
-        "RON",
-        "SAR",
-        "SEK",
-        "SGD",
-        "THB",
-        "TRY",
-        "TWD",
-        "UAH",
-        "USD",
-        "VND",
-        "ZAR",
-    ]
-)
 
 
 def validate_timezone(value: str) -> str:
@@ -72,15 +26,7 @@ def validate_timezone(value: str) -> str:
     return value
 
 
-def validate_currency(value: str) -> str:
-    if value not in CURRENCIES:
-        raise ValueError(f"unsupported currency {value!r}; use an ISO 4217 code like USD or EUR")
-    return value
-
-
-class TenantSettingsUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
-
+class TenantSettingsUpdate(Strict):
     name: str | None = Field(None, min_length=1, max_length=200)
     display_units: Literal["metric", "imperial"] | None = None
     timezone: str | None = Field(None, max_length=64)
@@ -91,9 +37,7 @@ class TenantSettingsUpdate(BaseModel):
     _cur = field_validator("currency")(lambda v: v if v is None else validate_currency(v))
 
 
-class TenantRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
+class TenantRead(ReadModel):
     id: uuid.UUID
     slug: str
     name: str

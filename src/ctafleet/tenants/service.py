@@ -1,3 +1,5 @@
+"""Organisations: created by the platform (CLI), their settings changed by their admins."""
+
 from __future__ import annotations
 
 import uuid
@@ -5,37 +7,36 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from ctafleet.api.problems import Problem, not_found
-from ctafleet.audit import service as audit
-from ctafleet.auth.deps import Actor
-from ctafleet.auth.service import check_version
+from ctafleet.db import audit, toolkit
+from ctafleet.db.scope import tenant_of
+from ctafleet.kernel.context import Actor
+from ctafleet.kernel.errors import Conflict, Invalid, NotFound
+from ctafleet.kernel.money import validate_currency
 from ctafleet.tenants.models import Tenant
-from ctafleet.tenants.schemas import (
-    SLUG,
-    TenantSettingsUpdate,
-    validate_currency,
-    validate_timezone,
-)
+from ctafleet.tenants.schemas import SLUG, TenantSettingsUpdate, validate_timezone
 
 
 async def create_tenant(
-    session: AsyncSession,
     *,
+    session: AsyncSession,
     slug: str,
     name: str,
     display_units: str = "metric",
     timezone: str = "UTC",
     currency: str = "USD",
 ) -> Tenant:
-    """Platform operation (CLI): a new organisation. Needs a system-scoped session."""
+    """Platform operation (CLI, seeding): a new organisation. Needs a system session."""
     if not SLUG.match(slug):
-        raise ValueError("slug: lowercase letters, digits and dashes, 1-63 characters")
+        raise Invalid("slug", "slug: lowercase letters, digits and dashes, 1-63 characters")
     if display_units not in ("metric", "imperial"):
-        raise ValueError("display units must be metric or imperial")
-    validate_timezone(timezone)
-    validate_currency(currency)
-    if (await session.scalars(select(Tenant).where(Tenant.slug == slug))).first():
-        raise ValueError(f"a tenant with slug {slug!r} already exists")
+        raise Invalid("display_units", "display units must be metric or imperial")
+    try:
+        validate_timezone(timezone)
+        validate_currency(currency)
+    except ValueError as exc:
+        raise Invalid(None, str(exc)) from exc
+    if (await session.scalars(select(Tenant.id).where(Tenant.slug == slug))).first():
+        raise Conflict("duplicate-tenant", f"a tenant with slug {slug!r} already exists")
     tenant = Tenant(
         id=uuid.uuid4(),
         slug=slug,
@@ -47,39 +48,38 @@ async def create_tenant(
     )
     session.add(tenant)
     await session.flush()
-    actor = Actor(tenant_id=tenant.id, user_id=None, role="system")
-    audit.record_created(session, actor, "tenant", tenant)
-    await session.commit()
+    audit.record_created(session, Actor.system(tenant.id), "tenant", tenant)
+    await toolkit.commit(session, what="the tenant")
     return tenant
 
 
-async def get_tenant(session: AsyncSession, actor: Actor) -> Tenant:
-    tenant = await session.get(Tenant, actor.tenant_id)
+async def find_tenant(*, session: AsyncSession, slug: str) -> Tenant | None:
+    """The tenant with this slug (platform operations; a system session)."""
+    return (await session.scalars(select(Tenant).where(Tenant.slug == slug))).first()
+
+
+async def get_tenant(*, session: AsyncSession, actor: Actor) -> Tenant:
+    tenant = await session.get(Tenant, tenant_of(session) or actor.tenant_id)
     if tenant is None:
-        raise not_found("tenant")
+        raise NotFound("tenant")
     return tenant
 
 
 async def update_tenant(
-    session: AsyncSession, actor: Actor, data: TenantSettingsUpdate, if_match: int | None
+    *, session: AsyncSession, actor: Actor, data: TenantSettingsUpdate, if_match: int | None
 ) -> Tenant:
-    tenant = await get_tenant(session, actor)
-    check_version(tenant.version, if_match)
-    before = audit.snapshot(tenant)
+    tenant = await get_tenant(session=session, actor=actor)
     changes = data.model_dump(exclude_unset=True)
-    if any(v is None for v in changes.values()):
-        raise Problem(422, "validation-error", "settings cannot be set to null")
     for key, value in changes.items():
-        setattr(tenant, key, sorted(set(value)) if key == "mfa_required_roles" else value)
-    changed = audit.diff(before, audit.snapshot(tenant))
-    if changed:  # an empty PATCH changes nothing and records nothing
-        audit.record(
-            session,
-            actor,
-            action="update",
-            entity_type="tenant",
-            entity_id=tenant.id,
-            changes=changed,
-        )
-    await session.commit()
-    return tenant
+        if value is None:
+            raise Invalid(key, "settings cannot be set to null")
+    if "mfa_required_roles" in changes:
+        changes["mfa_required_roles"] = sorted(set(changes["mfa_required_roles"]))
+    # An empty PATCH changes nothing and records nothing.
+    return await toolkit.update(session, actor, tenant, changes, entity="tenant", if_match=if_match)
+
+
+async def mfa_required(*, session: AsyncSession, tenant_id: uuid.UUID, role: str) -> bool:
+    """Does the tenant's policy require a second factor for this role?"""
+    tenant = await session.get(Tenant, tenant_id)
+    return tenant is not None and role in (tenant.mfa_required_roles or [])

@@ -26,6 +26,11 @@ async def index(_: PublicCtx = Depends(public())) -> HTMLResponse:
 
 @router.get("/api/docs")
 async def api_docs(_: PublicCtx = Depends(public())) -> HTMLResponse:
-    from ctafleet.app import docs_page
-
-    return docs_page()
+    # Self-hosted Swagger UI with an external init script: works offline and under a strict CSP.
+    return HTMLResponse(
+        """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>CTAFleet API</title><link rel="stylesheet" href="/static/swagger/swagger-ui.css">
+</head><body><div id="swagger-ui"></div>
+<script src="/static/swagger/swagger-ui-bundle.js"></script>
+<script src="/static/swagger-init.js"></script></body></html>"""
+    )

@@ -35,8 +35,8 @@ from pydantic import ValidationError
 from pyrage import x25519
 
 from ctafleet import __version__
-from ctafleet.clock import Clock, SystemClock
 from ctafleet.config import Settings, is_sqlite_url
+from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.ops.backup import crypto, postgres, retention, sqlite
 from ctafleet.ops.backup.errors import (
     BackupError,

@@ -1,0 +1,199 @@
+"""The data-access toolkit every service uses: tenant-scoped get and lock, create, the one
+versioned update (snapshot → apply → audit → commit, conflicts mapped), delete.
+
+Every function takes the session and the actor and checks that they agree (`scope.check`);
+the tenant filter itself is the session's (see `db/scope.py`). Conflicts come out as domain
+errors (`Conflict`, `PreconditionFailed`, `NotFound`), never as database exceptions.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from sqlalchemy import select
+from sqlalchemy import update as sql_update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from ctafleet.db import audit
+from ctafleet.db.scope import check, system_session
+from ctafleet.kernel.context import Actor
+from ctafleet.kernel.errors import Conflict, NotFound, PreconditionFailed
+
+M = TypeVar("M")
+# Re-runs a service's uniqueness checks after the database refused a write: the checks before
+# the write cannot see a concurrent transaction's uncommitted row, the constraint can; the
+# recheck then names the exact conflict against the committed winner.
+Recheck = Callable[[], Awaitable[None]]
+
+
+async def get(
+    session: AsyncSession,
+    actor: Actor,
+    model: type[M],
+    entity_id: uuid.UUID,
+    *,
+    entity: str,
+    for_update: bool = False,
+) -> M:
+    """The row of the session's tenant, or `NotFound`, auditing a probe of another tenant's.
+
+    `for_update` also locks the row until commit (see `lock`).
+    """
+    check(session, actor)
+    obj = await session.get(model, entity_id)
+    if obj is None:
+        owner = await owner_tenant(session, model, entity_id)
+        if owner is not None and owner != actor.tenant_id:
+            await audit.record_cross_tenant_attempt(
+                session, actor, entity_type=entity, owner_tenant_id=owner, entity_id=entity_id
+            )
+        raise NotFound(entity)
+    if for_update:
+        await lock(session, obj)
+    return obj
+
+
+async def owner_tenant(
+    session: AsyncSession, model: type[Any], entity_id: uuid.UUID
+) -> uuid.UUID | None:
+    """Which tenant owns the row, whatever the session's (for the audited 404 only)."""
+    async with system_session(session.bind) as system:
+        owner: uuid.UUID | None = (
+            await system.scalars(select(model.tenant_id).where(model.id == entity_id))
+        ).first()
+        return owner
+
+
+async def lock(session: AsyncSession, obj: Any) -> None:
+    """Reads the row again under a lock held until commit, so that check-then-write sequences
+    on it do not interleave, and so that the checks see the latest committed values.
+
+    PostgreSQL locks the row (SELECT ... FOR UPDATE). SQLite has no row locks, and its driver
+    opens a transaction only at the first write, so a no-op write takes the database's write
+    lock. Lock only after every check that may audit a cross-tenant probe (`get` does): that
+    audit is written from a second session, which would wait on this lock.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        table = type(obj).__table__
+        await session.execute(
+            sql_update(table).where(table.c.id == obj.id).values(version=table.c.version)
+        )
+        await session.refresh(obj)
+        return
+    await session.refresh(obj, with_for_update=True)
+
+
+def check_version(current: int, if_match: int | None) -> None:
+    if if_match is not None and if_match != current:
+        raise PreconditionFailed(
+            f"the object changed since you read it (version {current}, If-Match {if_match}); "
+            "fetch it again and retry"
+        )
+
+
+async def commit(
+    session: AsyncSession,
+    *,
+    what: str,
+    if_match: int | None = None,
+    recheck: Recheck | None = None,
+    flush_only: bool = False,
+) -> None:
+    """Commit (or flush); losing a race to a concurrent writer is a conflict, never a 500."""
+    try:
+        if flush_only:
+            await session.flush()
+        else:
+            await session.commit()
+    except IntegrityError as exc:
+        await session.rollback()
+        if recheck is not None:
+            await recheck()
+        raise Conflict("duplicate", f"{what} conflicts with an existing record") from exc
+    except StaleDataError as exc:
+        await session.rollback()
+        if if_match is not None:
+            raise PreconditionFailed(
+                f"{what} changed while this request ran; fetch it again and retry"
+            ) from exc
+        raise Conflict(
+            "concurrent-update", f"{what} was changed by another request at the same time; retry"
+        ) from exc
+
+
+async def create(
+    session: AsyncSession,
+    actor: Actor,
+    obj: M,
+    *,
+    entity: str,
+    recheck: Recheck | None = None,
+    commit_now: bool = True,
+) -> M:
+    """Adds a new row with its `create` audit event and commits."""
+    check(session, actor)
+    session.add(obj)
+    what = f"the {entity}"
+    await commit(session, what=what, recheck=recheck, flush_only=True)  # ids, defaults
+    audit.record_created(session, actor, entity, obj)
+    if commit_now:
+        await commit(session, what=what, recheck=recheck)
+    return obj
+
+
+async def update(
+    session: AsyncSession,
+    actor: Actor,
+    obj: M,
+    changes: Mapping[str, Any],
+    *,
+    entity: str,
+    if_match: int | None = None,
+    action: str = "update",
+    note: Mapping[str, Any] | None = None,
+    recheck: Recheck | None = None,
+) -> M:
+    """The one versioned update: check If-Match, apply, audit the fields that changed, commit.
+
+    A change that changes nothing writes nothing and records nothing. `note` adds entries to
+    the audit event (a correction's reason).
+    """
+    check(session, actor)
+    check_version(obj.version, if_match)  # type: ignore[attr-defined]
+    before = audit.snapshot(obj)
+    for key, value in changes.items():
+        setattr(obj, key, value)
+    changed = audit.diff(before, audit.snapshot(obj))
+    if not changed:
+        return obj
+    if note:
+        changed.update({k: {"before": None, "after": v} for k, v in note.items()})
+    audit.record(
+        session,
+        actor,
+        action=action,
+        entity_type=entity,
+        entity_id=obj.id,  # type: ignore[attr-defined]
+        changes=changed,
+    )
+    await commit(session, what=f"the {entity}", if_match=if_match, recheck=recheck)
+    return obj
+
+
+async def delete(session: AsyncSession, actor: Actor, obj: Any, *, entity: str) -> None:
+    """Deletes the row, recording every column it had."""
+    check(session, actor)
+    audit.record(
+        session,
+        actor,
+        action="delete",
+        entity_type=entity,
+        entity_id=obj.id,
+        changes=audit.diff(audit.snapshot(obj), None),
+    )
+    await session.delete(obj)
+    await commit(session, what=f"the {entity}")

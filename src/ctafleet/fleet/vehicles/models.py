@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+from datetime import date
+
+from sqlalchemy import BigInteger, Boolean, Date, Float, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+
+
+class Vehicle(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
+    __tablename__ = "vehicles"
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "vin"),
+        UniqueConstraint("tenant_id", "plate", "plate_jurisdiction"),
+        Index("ix_vehicles_tenant_status", "tenant_id", "status"),
+    )
+
+    unit_number: Mapped[str] = mapped_column(String(32))
+    vin: Mapped[str] = mapped_column(String(32))
+    vin_nonstandard: Mapped[bool] = mapped_column(Boolean, default=False)
+    plate: Mapped[str] = mapped_column(String(16))
+    plate_jurisdiction: Mapped[str] = mapped_column(String(16))
+    make: Mapped[str] = mapped_column(String(64))
+    model: Mapped[str] = mapped_column(String(64))
+    year: Mapped[int]
+    vehicle_type: Mapped[str] = mapped_column(String(32))
+    department: Mapped[str] = mapped_column(String(100), default="")
+    status: Mapped[str] = mapped_column(String(32), default="active")
+    odometer_m: Mapped[int] = mapped_column(BigInteger, default=0)
+    engine_hours_s: Mapped[int] = mapped_column(BigInteger, default=0)
+    fuel_type: Mapped[str] = mapped_column(String(16))
+    tank_capacity_l: Mapped[float | None] = mapped_column(Float, default=None)
+    purchase_date: Mapped[date | None] = mapped_column(Date, default=None)
+    purchase_cost_minor: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    purchase_currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    home_name: Mapped[str] = mapped_column(String(200), default="")
+    home_lat: Mapped[float | None] = mapped_column(Float, default=None)
+    home_lon: Mapped[float | None] = mapped_column(Float, default=None)
+    notes: Mapped[str] = mapped_column(Text, default="")

@@ -1,0 +1,1 @@
+"""Telematics: devices and their credentials (and, as it grows, ingest, positions, trips)."""
