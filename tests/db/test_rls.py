@@ -5,20 +5,24 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
 
 from ctafleet.db.base import tenant_owned_tables
+from ctafleet.db.scope import tenant_of
+from ctafleet.fleet.vehicles.models import Vehicle
 from tests.kit.app import Api, TenantUsers
 from tests.kit.factories import vehicle_body
+
+# Row-level security exists on PostgreSQL only: these tests run on that backend alone.
+pytestmark = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
 @pytest.fixture
 async def app_engine(api: Api) -> AsyncIterator[AsyncEngine]:
-    if api.backend.pg is None:
-        pytest.skip("row-level security exists on PostgreSQL only")
+    assert api.backend.pg is not None
     engine = create_async_engine(api.backend.pg.app_url, poolclass=NullPool)
     yield engine
     await engine.dispose()
@@ -159,3 +163,12 @@ async def test_app_role_cannot_rewrite_the_audit_log(api: Api, app_engine: Async
     ):
         with pytest.raises(DBAPIError, match=r"permission denied|must be owner"):
             await _execute(app_engine, None, statement)
+
+
+async def test_rls_sees_the_same_tenant_as_the_service_filter(api: Api) -> None:
+    """The setting row-level security reads is the session's tenant, the filter's source."""
+    a = await api.tenant(roles=["admin"])
+    async with api.db.session(a.actor()) as session:
+        await session.execute(select(Vehicle.id).limit(1))  # begins the transaction
+        setting = await session.scalar(text("SELECT current_setting('ctafleet.tenant_id')"))
+    assert setting == str(a.id) == str(tenant_of(session))
