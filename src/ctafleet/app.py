@@ -15,15 +15,10 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from ctafleet import __version__, domains
 from ctafleet.api import problems
-from ctafleet.api.middleware import (
-    BodySizeLimitMiddleware,
-    NulCharacterMiddleware,
-    RequestContextMiddleware,
-    SecurityHeadersMiddleware,
-    UnhandledErrorMiddleware,
-)
+from ctafleet.api.middleware import EdgeMiddleware, UnhandledErrorMiddleware
 from ctafleet.api.ratelimit import RateLimiter
 from ctafleet.api.state import AppState, clock_cache
+from ctafleet.auth.deps import document_bearer
 from ctafleet.config import Settings, get_settings
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock, SystemClock
@@ -38,6 +33,10 @@ API_PREFIX = "/api/v1"
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
 WEB_STATIC = Path(__file__).parent / "web" / "static"
 SESSION_CACHE_SIZE = 10_000
+# Verifying an access token's signature costs more than the rest of the check: a token is
+# verified once per minute per process, its expiry checked on every request.
+TOKEN_CACHE_SIZE = 10_000
+TOKEN_CACHE_TTL_S = 60.0
 
 DESCRIPTION = """\
 Fleet management API. Log in with `POST /api/v1/auth/login`, then press **Authorize** and
@@ -101,6 +100,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
             if settings.auth.session_cache_ttl_s > 0
             else None
         ),
+        token_cache=clock_cache(clock, ttl_s=TOKEN_CACHE_TTL_S, maxsize=TOKEN_CACHE_SIZE),
         gauge_refreshers=domains.GAUGES,
     )
 
@@ -131,6 +131,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.tracer_provider = tracer_provider
     app.state.ctafleet = state
     problems.install(app)
+    document_bearer(app)
 
     # Probes first: they are the most frequent requests and must stay cheap.
     mount(app, health_router)
@@ -141,7 +142,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.mount("/static/swagger", StaticFiles(directory=SWAGGER_STATIC), name="swagger-static")
     app.mount("/static", StaticFiles(directory=WEB_STATIC), name="static")
 
-    # Added innermost first: the request-context middleware wraps everything.
+    # Added innermost first: the edge wraps everything (CORS answers carry its headers too).
     app.add_middleware(UnhandledErrorMiddleware, debug=settings.debug)
     if settings.http.cors_origins:
         app.add_middleware(
@@ -154,9 +155,5 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         )
     if settings.http.trusted_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
-    app.add_middleware(NulCharacterMiddleware)
-    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.http.max_body_bytes)
-    app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(metrics.HttpMetricsMiddleware)
-    app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.http.max_body_bytes)
     return app

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ctafleet.api.middleware import BodySizeLimitMiddleware
+from ctafleet.api.middleware import EdgeMiddleware
 from tests.kit.app import Api, TenantUsers
 from tests.kit.factories import driver_body, vehicle_body
 from tests.kit.problems import PROBLEM_JSON, assert_problem
@@ -158,7 +158,7 @@ async def test_body_longer_than_its_content_length_is_refused() -> None:
         reached = True
 
     limit = 1024
-    middleware = BodySizeLimitMiddleware(app, max_bytes=limit)
+    middleware = EdgeMiddleware(app, max_body_bytes=limit)
     messages = [
         {"type": "http.request", "body": b"x" * 1000, "more_body": True},
         {"type": "http.request", "body": b"x" * 1000, "more_body": False},

@@ -70,7 +70,8 @@ def test_malformed_cursors_are_400(cursor: str) -> None:
         ("", ""),
         (None, ""),
         (-5, "-5"),
-        (True, "True"),
+        (True, "true"),
+        (False, "false"),
         ({"a": "=1"}, '{"a":"=1"}'),
     ],
 )

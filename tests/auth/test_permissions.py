@@ -56,9 +56,12 @@ def declared_routes(app: FastAPI) -> tuple[list[Declared], list[str]]:
             continue
         # The effective dependant includes dependencies added where the router is included.
         dependant = getattr(ctx, "dependant", None) or ctx.original_route.dependant
-        api_routes.append(
-            Declared(ctx.path, frozenset(ctx.methods), tuple(_permissions(dependant)))
-        )
+        permissions = tuple(_permissions(dependant))
+        # A dependency-free route declares itself (public_endpoint).
+        endpoint = getattr(ctx.original_route.endpoint, "__permission__", None)
+        if endpoint is not None:
+            permissions += (endpoint,)
+        api_routes.append(Declared(ctx.path, frozenset(ctx.methods), permissions))
     return api_routes, plain
 
 

@@ -1,5 +1,11 @@
-"""Pure ASGI middleware: request id and access log, security headers, request size limit,
-unhandled errors."""
+"""The edge of every HTTP request, in one pure-ASGI middleware: request id, access log and
+metrics, security headers, the request size limit and NUL characters; and, innermost, the 500
+answer for an unhandled error.
+
+One layer rather than five: each layer of ASGI middleware wraps `receive` and `send` again and
+costs its own calls on every request, the cheapest ones included (`/healthz` is probed several
+times a second by every load balancer and kubelet).
+"""
 
 from __future__ import annotations
 
@@ -14,9 +20,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctafleet.api.problems import PROBLEM_MEDIA_TYPE, internal_error_response, problem_type
 from ctafleet.api.requestid import new_request_id, set_request_id
-from ctafleet.observability.metrics import route_template
+from ctafleet.observability.access import AccessLog
+from ctafleet.observability.metrics import HTTP_IN_FLIGHT, http_observer, route_template
 
-access_log = structlog.get_logger("ctafleet.access")
 error_log = structlog.get_logger("ctafleet.api")
 
 CSP = (
@@ -25,6 +31,22 @@ CSP = (
     "base-uri 'self'; form-action 'self'; frame-ancestors 'none'"
 )
 HSTS = "max-age=63072000; includeSubDomains"
+SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+    (b"content-security-policy", CSP.encode()),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(self)"),
+)
+_HSTS = (b"strict-transport-security", HSTS.encode())
+_NO_STORE = (b"cache-control", b"no-store")
+# Methods counted and logged by name; anything else is `OTHER` (bounded label values, and no
+# client text in the log line).
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+# A JSON `\u0000` escape: preceded by an even number of backslashes (`\\u0000` is text).
+_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -32,135 +54,6 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return str(value.decode("latin-1"))
     return None
-
-
-class RequestContextMiddleware:
-    """Assigns the request id, binds it to the log context and writes one access-log line."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        rid = new_request_id(_header(scope, b"x-request-id"))
-        token = set_request_id(rid)
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(request_id=rid)
-        scope.setdefault("state", {})["request_id"] = rid
-        started = time.perf_counter()
-        status = 500
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", rid.encode()))
-                message["headers"] = headers
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            access_log.info(
-                "request",
-                method=scope.get("method"),
-                route=route_template(scope),
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 2),
-                client=(scope.get("client") or ("", 0))[0],
-            )
-            structlog.contextvars.clear_contextvars()
-            set_request_id(None)
-            del token
-
-
-class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        https = scope.get("scheme") == "https"
-
-        async def send_wrapper(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                present = {k.lower() for k, _ in headers}
-                extra = [
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                    (b"content-security-policy", CSP.encode()),
-                    (b"cross-origin-opener-policy", b"same-origin"),
-                    (b"permissions-policy", b"camera=(), microphone=(), geolocation=(self)"),
-                ]
-                if https:
-                    extra.append((b"strict-transport-security", HSTS.encode()))
-                if scope.get("path", "").startswith("/api/") and b"cache-control" not in present:
-                    extra.append((b"cache-control", b"no-store"))
-                headers += [(k, v) for k, v in extra if k not in present]
-                message["headers"] = headers
-            await send(message)
-
-        await self.app(scope, receive, send_wrapper)
-
-
-class BodySizeLimitMiddleware:
-    """Refuses bodies over the limit by Content-Length up front, or while streaming."""
-
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
-
-    async def _reject(self, scope: Scope, send: Send) -> None:
-        await _send_problem(
-            scope,
-            send,
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"request bodies are limited to {self.max_bytes} bytes",
-            close=True,
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        length = _header(scope, b"content-length")
-        if length is not None:
-            try:
-                too_big = int(length) > self.max_bytes
-            except ValueError:
-                too_big = False
-            if too_big:
-                await self._reject(scope, send)
-                return
-        # No (or a lying) Content-Length: read the body here, within the limit, then replay it.
-        chunks: list[bytes] = []
-        received = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                await self.app(scope, _replay([message]), send)
-                return
-            chunk = message.get("body", b"")
-            received += len(chunk)
-            if received > self.max_bytes:
-                await self._reject(scope, send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replay: list[Message] = [
-            {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-        ]
-        await self.app(scope, _replay(replay, receive), send)
 
 
 async def _send_problem(
@@ -174,7 +67,7 @@ async def _send_problem(
     close: bool = False,
     **extra: Any,
 ) -> None:
-    """A problem answer from middleware, below FastAPI's exception handlers."""
+    """A problem answer from the edge, below FastAPI's exception handlers."""
     body: dict[str, Any] = {
         "type": problem_type(slug),
         "title": title,
@@ -195,60 +88,6 @@ async def _send_problem(
     await send({"type": "http.response.body", "body": payload})
 
 
-# A JSON `\u0000` escape: preceded by an even number of backslashes (`\\u0000` is text).
-_JSON_NUL = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
-
-
-class NulCharacterMiddleware:
-    """Refuses NUL characters in the path, the query string and JSON bodies with a 422.
-
-    PostgreSQL text cannot hold NUL, so such a value would fail in the database (a 500) on
-    PostgreSQL and be stored on SQLite; refusing it here treats it the same everywhere.
-    Installed inside the body size limit, so the body it reads is already bounded.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def _reject(self, scope: Scope, send: Send, where: str) -> None:
-        await _send_problem(
-            scope,
-            send,
-            422,
-            "validation-error",
-            "Validation error",
-            "the request did not match the schema; see `errors`",
-            errors=[{"loc": [where], "msg": "NUL characters are not allowed", "type": "nul"}],
-        )
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
-        if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope.get("path", ""):
-            await self._reject(scope, send, "path")
-            return
-        if b"%00" in scope.get("query_string", b""):
-            await self._reject(scope, send, "query")
-            return
-        content_type = (_header(scope, b"content-type") or "").lower()
-        if "json" not in content_type:
-            await self.app(scope, receive, send)
-            return
-        messages: list[Message] = []
-        while True:
-            message = await receive()
-            messages.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
-        body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.request")
-        if b"\x00" in body or _JSON_NUL.search(body):
-            await self._reject(scope, send, "body")
-            return
-        await self.app(scope, _replay(messages, receive), send)
-
-
 def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
     queue = list(messages)
 
@@ -260,6 +99,162 @@ def _replay(messages: list[Message], then: Receive | None = None) -> Receive:
         return {"type": "http.disconnect"}
 
     return receive
+
+
+class _Refused(Exception):
+    """The request was answered at the edge (size, NUL): the app never runs."""
+
+
+class EdgeMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.access_log = access_log or AccessLog()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming_id = content_length = content_type = transfer_encoding = None
+        for key, value in scope.get("headers", ()):
+            if key == b"x-request-id":
+                incoming_id = value.decode("latin-1")
+            elif key == b"content-length":
+                content_length = value
+            elif key == b"content-type":
+                content_type = value
+            elif key == b"transfer-encoding":
+                transfer_encoding = value
+        rid = new_request_id(incoming_id)
+        set_request_id(rid)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        https = scope.get("scheme") == "https"
+        api = scope.get("path", "").startswith("/api/")
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = list(message.get("headers", ()))
+                present = {k.lower() for k, _ in headers}
+                headers.append((b"x-request-id", rid.encode()))
+                headers += [h for h in SECURITY_HEADERS if h[0] not in present]
+                if https and _HSTS[0] not in present:
+                    headers.append(_HSTS)
+                if api and b"cache-control" not in present:
+                    headers.append(_NO_STORE)
+                message["headers"] = headers
+            await send(message)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            try:
+                receive = await self._checked_body(
+                    scope, receive, send_wrapper, content_length, content_type, transfer_encoding
+                )
+            except _Refused:
+                return
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            method = scope.get("method", "GET")
+            if method not in KNOWN_METHODS:
+                method = "OTHER"
+            template = route_template(scope)
+            elapsed = time.perf_counter() - started
+            if scope.get("path") != "/metrics":  # Prometheus's own scrapes are not traffic
+                http_observer(method, template, status)(elapsed)
+            self.access_log.request(
+                method=method,
+                route=template,
+                status=status,
+                duration_ms=round(elapsed * 1000, 2),
+                client=(scope.get("client") or ("", 0))[0],
+            )
+            structlog.contextvars.clear_contextvars()
+            set_request_id(None)
+
+    async def _checked_body(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        content_length: bytes | None,
+        content_type: bytes | None,
+        transfer_encoding: bytes | None,
+    ) -> Receive:
+        """`receive` for the app, after the checks that refuse a request before it runs."""
+        raw_path = scope.get("raw_path") or scope.get("path", "").encode()
+        if b"\x00" in raw_path or b"%00" in raw_path or "\x00" in scope.get("path", ""):
+            await self._refuse_nul(scope, send, "path")
+        if b"%00" in scope.get("query_string", b""):
+            await self._refuse_nul(scope, send, "query")
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                declared = 0
+            if declared > self.max_body_bytes:
+                await self._refuse_size(scope, send)
+            if declared == 0 and transfer_encoding is None:
+                return receive  # no body: nothing to read here
+        elif transfer_encoding is None:
+            return receive
+        # Read the body here, within the limit (a Content-Length may lie), then replay it.
+        chunks: list[bytes] = []
+        received = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay([message])
+            chunk = message.get("body", b"")
+            received += len(chunk)
+            if received > self.max_body_bytes:
+                await self._refuse_size(scope, send)
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        # PostgreSQL text cannot hold NUL: such a value would fail in the database (a 500) on
+        # PostgreSQL and be stored on SQLite; refusing it here treats it the same everywhere.
+        is_json = content_type is not None and b"json" in content_type.lower()
+        if is_json and (b"\x00" in body or _JSON_NUL.search(body)):
+            await self._refuse_nul(scope, send, "body")
+        return _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
+
+    async def _refuse_size(self, scope: Scope, send: Send) -> None:
+        await _send_problem(
+            scope,
+            send,
+            413,
+            "payload-too-large",
+            "Payload too large",
+            f"request bodies are limited to {self.max_body_bytes} bytes",
+            close=True,
+        )
+        raise _Refused
+
+    async def _refuse_nul(self, scope: Scope, send: Send, where: str) -> None:
+        await _send_problem(
+            scope,
+            send,
+            422,
+            "validation-error",
+            "Validation error",
+            "the request did not match the schema; see `errors`",
+            errors=[{"loc": [where], "msg": "NUL characters are not allowed", "type": "nul"}],
+        )
+        raise _Refused
 
 
 class UnhandledErrorMiddleware:

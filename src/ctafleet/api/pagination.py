@@ -9,13 +9,14 @@ import io
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
+import orjson
 from fastapi import Query
-from fastapi.responses import StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel
 from sqlalchemy import BigInteger, Select, SmallInteger, TypeDecorator, and_, or_
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -169,9 +170,10 @@ def _resolve_sort(params: ListParams, sorting: Sorting) -> tuple[str, Instrument
     return sort, column
 
 
-async def paginate(
-    session: AsyncSession, stmt: Select[Any], params: ListParams, sorting: Sorting
-) -> tuple[list[Any], PageInfo]:
+def _order(
+    stmt: Select[Any], params: ListParams, sorting: Sorting
+) -> tuple[Select[Any], str, InstrumentedAttribute[Any]]:
+    """The statement with the cursor's keyset condition and the sort order applied."""
     sort, column = _resolve_sort(params, sorting)
     descending = sort.startswith("-")
     tie = sorting.tiebreak
@@ -188,13 +190,61 @@ async def paginate(
         else:
             stmt = stmt.where(or_(column > value, and_(column == value, tie > last_id)))
     order = (column.desc(), tie.desc()) if descending else (column.asc(), tie.asc())
-    rows = list((await session.scalars(stmt.order_by(*order).limit(params.limit + 1))).all())
+    return stmt.order_by(*order).limit(params.limit + 1), sort, column
+
+
+async def paginate(
+    session: AsyncSession, stmt: Select[Any], params: ListParams, sorting: Sorting
+) -> tuple[list[Any], PageInfo]:
+    """One page of ORM objects."""
+    ordered, sort, column = _order(stmt, params, sorting)
+    rows = list((await session.scalars(ordered)).all())
     has_more = len(rows) > params.limit
     rows = rows[: params.limit]
     next_cursor = None
     if has_more and rows:
         last = rows[-1]
+        tie = sorting.tiebreak
         next_cursor = encode_cursor(sort, [getattr(last, column.key), getattr(last, tie.key)])
+    return rows, PageInfo(next_cursor=next_cursor, has_more=has_more)
+
+
+def read_columns(stmt: Select[Any], schema: type[BaseModel]) -> list[Any] | None:
+    """The columns that hold `schema`'s fields when `stmt` selects one table's rows and every
+    field is one of its columns; None otherwise (the list is then read as ORM objects)."""
+    descriptions = stmt.column_descriptions
+    if len(descriptions) != 1:
+        return None
+    entity = descriptions[0].get("entity")
+    if entity is None or descriptions[0].get("expr") is not entity:
+        return None
+    table = entity.__table__
+    names = list(schema.model_fields)
+    if not all(name in table.c for name in names):
+        return None
+    return [getattr(entity, name) for name in names]
+
+
+async def page_rows(
+    session: AsyncSession,
+    stmt: Select[Any],
+    params: ListParams,
+    sorting: Sorting,
+    columns: list[Any],
+) -> tuple[list[dict[str, Any]], PageInfo]:
+    """One page as plain rows of `columns` (no ORM objects: nothing here is written)."""
+    names = [c.key for c in columns]
+    _, sort_column = _resolve_sort(params, sorting)
+    extra = [c for c in (sort_column, sorting.tiebreak) if c.key not in names]
+    ordered, sort, column = _order(stmt.with_only_columns(*columns, *extra), params, sorting)
+    result = (await session.execute(ordered)).all()
+    has_more = len(result) > params.limit
+    result = result[: params.limit]
+    rows = [dict(zip(names, row, strict=False)) for row in result]
+    next_cursor = None
+    if has_more and result:
+        last = result[-1]._mapping
+        next_cursor = encode_cursor(sort, [last[column.key], last[sorting.tiebreak.key]])
     return rows, PageInfo(next_cursor=next_cursor, has_more=has_more)
 
 
@@ -205,18 +255,27 @@ def stream_all(
     sorting: Sorting,
     *,
     page_size: int = MAX_LIMIT,
+    schema: type[BaseModel] | None = None,
 ) -> AsyncIterator[Any]:
-    """Every row of the list, page by page (used by CSV export).
+    """Every row of the list, page by page (used by CSV export): ORM objects, or with
+    `schema` plain rows of its fields.
 
     The sort is checked now, not at the first row: by then a streaming response has sent its
     200 status, and a bad request could only break the download half-way.
     """
     _resolve_sort(params, sorting)
+    columns = read_columns(stmt, schema) if schema is not None else None
 
     async def rows() -> AsyncIterator[Any]:
         page = ListParams(limit=page_size, cursor=None, sort=params.sort, format="json")
         while True:
-            batch, info = await paginate(session, stmt, page, sorting)
+            if columns is not None:
+                batch, info = await page_rows(session, stmt, page, sorting, columns)
+            elif schema is not None:
+                objects, info = await paginate(session, stmt, page, sorting)
+                batch = [schema.model_validate(o).model_dump() for o in objects]
+            else:
+                batch, info = await paginate(session, stmt, page, sorting)
             for row in batch:
                 yield row
             if not info.has_more:
@@ -231,9 +290,11 @@ def stream_all(
 def _csv_cell(value: Any) -> str:
     if value is None:
         return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, default=str, separators=(",", ":"))
-    text = str(_to_json(value))
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list | float):
+        return orjson.dumps(value, default=_plain, option=orjson.OPT_UTC_Z).decode()
+    text = value.isoformat().replace("+00:00", "Z") if isinstance(value, datetime) else str(value)
     # Spreadsheet formula injection: a cell starting with these is executed by Excel/Sheets.
     if text and text[0] in "=+-@\t\r" and not _is_number(text):
         return "'" + text
@@ -249,31 +310,49 @@ def _is_number(text: str) -> bool:
 
 
 def csv_response(
-    rows: AsyncIterator[Any],
-    schema: type[BaseModel],
+    rows: AsyncIterator[dict[str, Any]],
+    columns: list[str],
     filename: str,
-    to_model: Callable[[Any], BaseModel] | None = None,
+    session: AsyncSession | None = None,
 ) -> StreamingResponse:
-    columns = list(schema.model_fields)
+    """Streams `rows` as CSV; closes `session` (the request's) once the last row is out."""
 
     async def generate() -> AsyncIterator[str]:
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(columns)
-        async for row in rows:
-            model = to_model(row) if to_model else schema.model_validate(row)
-            data = model.model_dump(mode="json")
-            writer.writerow([_csv_cell(data.get(c)) for c in columns])
-            if buf.tell() > 65536:
-                yield buf.getvalue()
-                buf.seek(0)
-                buf.truncate()
-        yield buf.getvalue()
+        try:
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(columns)
+            async for row in rows:
+                writer.writerow([_csv_cell(row.get(c)) for c in columns])
+                if buf.tell() > 65536:
+                    yield buf.getvalue()
+                    buf.seek(0)
+                    buf.truncate()
+            yield buf.getvalue()
+        finally:
+            if session is not None:
+                await session.close()
 
     return StreamingResponse(
         generate(),
         media_type="text/csv; charset=utf-8",
         headers={"content-disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _plain(value: Any) -> str:
+    # asyncpg's own UUID type, Decimal: their text is what pydantic writes too.
+    return str(value)
+
+
+def json_response(content: Any, status_code: int = 200, headers: Any = None) -> Response:
+    """JSON rendered straight from plain values (UUIDs, UTC datetimes as `...Z`, dates), as
+    pydantic renders the same fields, without building and validating models first."""
+    return Response(
+        orjson.dumps(content, default=_plain, option=orjson.OPT_UTC_Z),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
     )
 
 
@@ -284,11 +363,21 @@ async def list_response(
     sorting: Sorting,
     schema: type[BaseModel],
     filename: str,
-) -> Any:
-    """A list route's answer: one page as `Page[schema]`, or every row as CSV."""
+) -> Response:
+    """A list route's answer: one page as `Page[schema]`, or every row as CSV.
+
+    When every field of `schema` is a column of the listed table (the usual case), rows are
+    read as plain tuples and rendered straight to JSON: no ORM objects, no model validation.
+    """
     if params.format == "csv":
-        return csv_response(stream_all(session, stmt, params, sorting), schema, filename)
-    rows, info = await paginate(session, stmt, params, sorting)
-    return Page[schema](  # type: ignore[valid-type]
-        data=[schema.model_validate(r) for r in rows], pagination=info
+        rows = stream_all(session, stmt, params, sorting, schema=schema)
+        return csv_response(rows, list(schema.model_fields), filename, session)
+    columns = read_columns(stmt, schema)
+    if columns is None:
+        objects, info = await paginate(session, stmt, params, sorting)
+        data = [schema.model_validate(o).model_dump() for o in objects]
+    else:
+        data, info = await page_rows(session, stmt, params, sorting, columns)
+    return json_response(
+        {"data": data, "pagination": {"next_cursor": info.next_cursor, "has_more": info.has_more}}
     )

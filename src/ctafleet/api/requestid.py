@@ -6,6 +6,8 @@ import re
 import uuid
 from contextvars import ContextVar
 
+from ctafleet.observability.logging import looks_secret
+
 _request_id: ContextVar[str | None] = ContextVar("request_id", default=None)
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 
@@ -15,7 +17,8 @@ def current_request_id() -> str | None:
 
 
 def new_request_id(incoming: str | None) -> str:
-    if incoming and _VALID.match(incoming):
+    """The client's id when well-formed and not shaped like a secret (it is logged as is)."""
+    if incoming and _VALID.match(incoming) and not looks_secret(incoming):
         return incoming
     return uuid.uuid4().hex
 

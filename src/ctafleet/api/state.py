@@ -31,6 +31,8 @@ class AppState:
     started_monotonic: float = field(default_factory=time.monotonic)
     # Authenticated sessions seen recently (see auth/deps.py): bounded staleness, per process.
     session_cache: TTLCache[Any, Any] | None = None
+    # Access tokens whose signature was verified (their claims' times are checked every time).
+    token_cache: TTLCache[Any, Any] | None = None
     # Business gauges the domains registered, refreshed at /metrics (a system session each).
     gauge_refreshers: tuple[Callable[[Any, Any], Awaitable[None]], ...] = ()
 

@@ -13,11 +13,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import FastAPI, Request
+from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,7 +31,11 @@ from ctafleet.kernel.context import Actor
 from ctafleet.kernel.roles import Role
 from ctafleet.observability.metrics import AUTH_FAILURES
 
-bearer = HTTPBearer(auto_error=False, description="Access token from POST /api/v1/auth/login")
+BEARER_SCHEME = {
+    "type": "http",
+    "description": "Access token from POST /api/v1/auth/login",
+    "scheme": "bearer",
+}
 
 # While MFA enrolment is pending, a token reaches only these routes.
 MFA_PENDING_ALLOWED = {Permission.authenticated}
@@ -128,21 +132,39 @@ async def _login_state(session: AsyncSession, claims: AccessClaims) -> LoginStat
     )
 
 
+def _bearer_token(request: Request) -> str | None:
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def _claims(state: AppState, token: str, now: datetime) -> AccessClaims:
+    """The token's verified claims. A token seen before (its exact text, so its signature was
+    checked then) is not verified again; its times are checked on every request."""
+    cache = state.token_cache
+    claims = cache.get(token) if cache is not None else None
+    try:
+        if claims is None:
+            claims = decode_access_token(state.settings.auth, token, now)
+            if cache is not None:
+                cache[token] = claims
+        else:
+            claims.check_times(now)
+    except InvalidToken as exc:
+        raise unauthorized("the access token is invalid or expired") from exc
+    return claims
+
+
 def require(permission: Permission) -> Callable[..., Any]:
     """Dependency for a route that needs `permission`; yields a tenant-scoped `Ctx`."""
 
-    async def dependency(
-        request: Request,
-        credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
-    ) -> AsyncIterator[Ctx]:
+    async def dependency(request: Request) -> AsyncIterator[Ctx]:
         state = get_state(request)
-        if credentials is None or credentials.scheme.lower() != "bearer":
+        token = _bearer_token(request)
+        if token is None:
             raise unauthorized("a bearer access token is required", rejected=False)
         now = state.clock.now()
-        try:
-            claims = decode_access_token(state.settings.auth, credentials.credentials, now)
-        except InvalidToken as exc:
-            raise unauthorized("the access token is invalid or expired") from exc
+        claims = _claims(state, token, now)
         actor = Actor(
             tenant_id=claims.tenant_id,
             user_id=claims.user_id,
@@ -221,5 +243,54 @@ def public(*, rate_limited: bool = False) -> Callable[..., Any]:
     return dependency
 
 
+E = TypeVar("E", bound=Callable[..., Any])
+
+
+def public_endpoint(endpoint: E) -> E:
+    """Declares a route anyone may call without a dependency to solve: for the probes
+    (`/healthz`, `/readyz`), which load balancers call several times a second."""
+    endpoint.__permission__ = Permission.public  # type: ignore[attr-defined]
+    return endpoint
+
+
 def role_values() -> list[str]:
     return [r.value for r in Role]
+
+
+def permission_of(route: APIRoute) -> Permission | None:
+    """The permission a route declares through its `require`/`public` dependency."""
+    for dep in route.dependant.dependencies:
+        permission = getattr(dep.call, "__permission__", None)
+        if permission is not None:
+            return permission  # type: ignore[no-any-return]
+    return getattr(route.endpoint, "__permission__", None)
+
+
+def document_bearer(app: FastAPI) -> None:
+    """The OpenAPI schema says which operations need the bearer token (Swagger's Authorize).
+
+    The dependency reads the header itself rather than through FastAPI's `HTTPBearer` (one
+    dependency fewer to solve on every request), so the scheme is described here.
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["HTTPBearer"] = BEARER_SCHEME
+        for route in app.routes:
+            if not isinstance(route, APIRoute) or not route.include_in_schema:
+                continue
+            permission = permission_of(route)
+            if permission is None or permission is Permission.public:
+                continue
+            operations = schema["paths"].get(route.path_format, {})
+            for method in route.methods or ():
+                operation = operations.get(method.lower())
+                if operation is not None:
+                    operation["security"] = [{"HTTPBearer": []}]
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

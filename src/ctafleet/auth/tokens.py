@@ -24,6 +24,16 @@ class AccessClaims:
     session_id: uuid.UUID
     role: str
     mfa_pending: bool
+    expires: int = 0  # `exp`, seconds since 1970
+    not_before: int = 0  # `nbf` (else `iat`)
+
+    def check_times(self, now: datetime) -> None:
+        """Against the injected clock: expired, or not valid yet (beyond the clock skew)."""
+        ts = now.timestamp()
+        if self.expires <= ts:
+            raise InvalidToken("token expired")
+        if self.not_before > ts + CLOCK_SKEW_S:
+            raise InvalidToken("token not yet valid")
 
 
 class InvalidToken(Exception):
@@ -68,20 +78,21 @@ def decode_access_token(settings: AuthSettings, token: str, now: datetime) -> Ac
                 "verify_nbf": False,
             },
         )
-        ts = now.timestamp()
-        if not isinstance(payload["exp"], int) or payload["exp"] <= ts:
+        if not isinstance(payload["exp"], int):
             raise InvalidToken("token expired")
-        if int(payload.get("nbf", payload["iat"])) > ts + CLOCK_SKEW_S:
-            raise InvalidToken("token not yet valid")
-        return AccessClaims(
+        claims = AccessClaims(
             user_id=uuid.UUID(payload["sub"]),
             tenant_id=uuid.UUID(payload["tid"]),
             session_id=uuid.UUID(payload["sid"]),
             role=str(payload.get("role", "")),
             mfa_pending=bool(payload.get("mfa_pending", False)),
+            expires=payload["exp"],
+            not_before=int(payload.get("nbf", payload["iat"])),
         )
     except (jwt.PyJWTError, ValueError, KeyError, TypeError) as exc:
         raise InvalidToken(str(exc)) from exc
+    claims.check_times(now)
+    return claims
 
 
 def new_secret(prefix: str) -> str:

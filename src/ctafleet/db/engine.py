@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from ctafleet.config import Settings
-from ctafleet.db import scope
+from ctafleet.db import scope, sqlite
 from ctafleet.kernel.context import Actor
 
 
@@ -36,6 +36,7 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
     # never puts them in a log line or an exception message, at any log level.
     kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
+        sqlite.install()
         database = make_url(url).database
         if database and database != ":memory:":
             # Owner-only: the database holds password hashes and credential digests.

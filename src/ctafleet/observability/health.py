@@ -6,17 +6,18 @@ import asyncio
 import time
 from typing import Any, Literal
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ctafleet import __version__
-from ctafleet.api.state import AppState
-from ctafleet.auth.deps import PublicCtx, public
+from ctafleet.api.state import AppState, get_state
+from ctafleet.auth.deps import PublicCtx, public, public_endpoint
 from ctafleet.db.migrate import current_revision, head_revision
 
 router = APIRouter(tags=["health"])
 CHECK_TIMEOUT_S = 2.0
+LIVE = b'{"status":"ok"}'
 
 
 class Liveness(BaseModel):
@@ -84,8 +85,9 @@ async def checks(state: AppState) -> dict[str, dict[str, Any]]:
     response_model=Liveness,
     summary="Liveness: the process answers (no dependencies)",
 )
-async def healthz(_: PublicCtx = Depends(public())) -> dict[str, str]:
-    return {"status": "ok"}
+@public_endpoint
+async def healthz() -> Response:
+    return Response(LIVE, media_type="application/json")
 
 
 @router.get(
@@ -94,8 +96,9 @@ async def healthz(_: PublicCtx = Depends(public())) -> dict[str, str]:
     responses={503: {"model": Readiness, "description": "A dependency is not ready"}},
     summary="Readiness: database (migrations at head) and Redis reachable",
 )
-async def readyz(ctx: PublicCtx = Depends(public())) -> JSONResponse:
-    results = await checks(ctx.state)
+@public_endpoint
+async def readyz(request: Request) -> JSONResponse:
+    results = await checks(get_state(request))
     ready = all(r["status"] == "ok" for r in results.values())
     return JSONResponse(
         {

@@ -8,9 +8,11 @@ import sys
 from collections.abc import MutableMapping
 from typing import Any
 
+import orjson
 import structlog
 
 from ctafleet.config import Settings
+from ctafleet.observability import access as access_log
 from ctafleet.observability.tracing import add_trace_ids
 
 REDACTED = "[redacted]"
@@ -47,6 +49,11 @@ def _scrub_text(text: str) -> str:
     return _SECRET_VALUES.sub(repl, text)
 
 
+def looks_secret(text: str) -> bool:
+    """Would redaction change this text (a token, a JWT, one of our prefixed secrets)?"""
+    return _SECRET_VALUES.search(text) is not None
+
+
 def _scrub(value: Any, depth: int = 0) -> Any:
     if isinstance(value, str):
         return _scrub_text(value)
@@ -81,6 +88,13 @@ def redact_secrets(
     return event_dict
 
 
+DRIVER_LOGGERS = ("aiosqlite", "asyncpg")
+
+
+def _json(obj: Any, **_kw: Any) -> str:
+    return orjson.dumps(obj, default=str).decode()
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.observability.log_level)
     shared: list[Any] = [
@@ -93,7 +107,7 @@ def configure_logging(settings: Settings) -> None:
         redact_secrets,
     ]
     renderer: Any = (
-        structlog.processors.JSONRenderer()
+        structlog.processors.JSONRenderer(serializer=_json)
         if settings.observability.log_json
         else structlog.dev.ConsoleRenderer(colors=False)
     )
@@ -112,6 +126,18 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
+    # The access log renders its own lines (see observability/access.py), to the same stream.
+    access = logging.getLogger(access_log.LOGGER)
+    access_handler = logging.StreamHandler(sys.stdout)
+    access_handler.setFormatter(logging.Formatter("%(message)s"))
+    access.handlers = [access_handler]
+    access.propagate = False
+    access_log.use_renderer(settings.observability.log_json)
+    # Database drivers log their statements' parameters (password hashes, TOTP secrets,
+    # credential digests) at DEBUG: never let them, whatever the level. SQLAlchemy's own
+    # engine logger is told to hide parameters (db/engine.py).
+    for name in DRIVER_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
     # uvicorn's own access log would duplicate ours and print raw query strings.
     logging.getLogger("uvicorn.access").disabled = True
     for name in ("uvicorn", "uvicorn.error"):

@@ -11,7 +11,7 @@ docs/observability.md lists every metric; a test checks that each listed metric 
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 from prometheus_client import (
@@ -25,7 +25,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 from ctafleet import __version__
 
@@ -205,31 +205,21 @@ def route_template(scope: Scope) -> str:
     return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
 
 
-class HttpMetricsMiddleware:
-    """Counts and times requests by route template (never the raw path: bounded cardinality)."""
+_observers: dict[tuple[str, str, str], Callable[[float], None]] = {}
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") == "/metrics":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-        HTTP_IN_FLIGHT.inc()
+def http_observer(method: str, route: str, status: int) -> Callable[[float], None]:
+    """Counts one request and records its duration; the label children are looked up once
+    per (method, route, status), not on every request."""
+    key = (method, route, str(status))
+    observer = _observers.get(key)
+    if observer is None:
+        counter = HTTP_REQUESTS.labels(*key)
+        histogram = HTTP_DURATION.labels(method, route)
 
-        async def send_wrapper(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
+        def observer(seconds: float) -> None:
+            counter.inc()
+            histogram.observe(seconds)
 
-        try:
-            await self.app(scope, receive, send_wrapper)
-        finally:
-            HTTP_IN_FLIGHT.dec()
-            template = route_template(scope)
-            method = scope.get("method", "GET")
-            HTTP_REQUESTS.labels(method, template, str(status)).inc()
-            HTTP_DURATION.labels(method, template).observe(time.perf_counter() - started)
+        _observers[key] = observer
+    return observer
