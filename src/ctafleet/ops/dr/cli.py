@@ -348,7 +348,10 @@ def _configured_repos(pb: Any) -> list[int]:
     help=(
         "Restore the latest backup into a scratch instance, verify it against the "
         "source and measure RTO and RPO; write a JSON report and Prometheus metrics.\n\n"
-        "Exits 1 when the drill fails or misses a target."
+        "Passes when the restore is verified and meets the RTO and the RPO target of its mode "
+        "(physical: --rpo-target; logical: --logical-rpo-target, as the backup schedule "
+        "bounds it). The printed verdict, the exit code (0 or 1) and "
+        "ctafleet_dr_drill_success (1 or 0) always agree."
     )
 )
 def drill(
@@ -402,7 +405,22 @@ def drill(
         Path | None,
         typer.Option(help="Prometheus text file (default: <data dir>/dr/drill-MODE.prom)."),
     ] = None,
-    rpo_target: Annotated[float, typer.Option(help="RPO target, seconds.", min=0)] = 60.0,
+    rpo_target: Annotated[
+        float,
+        typer.Option(
+            help="RPO target of a physical drill, seconds (WAL archiving: archive_timeout).",
+            min=0,
+        ),
+    ] = 60.0,
+    logical_rpo_target: Annotated[
+        float,
+        typer.Option(
+            help="RPO target of a logical drill, seconds: a restore of a dump lacks everything "
+            "since the dump, so this follows the backup schedule (default 26 h: daily backups "
+            "with 2 h of slack, as CTAFleetBackupStale).",
+            min=0,
+        ),
+    ] = 26 * 3600.0,
     rto_target: Annotated[float, typer.Option(help="RTO target, seconds.", min=0)] = 300.0,
     pg_bin: PgBin = None,
     keep_scratch: Annotated[
@@ -417,7 +435,10 @@ def drill(
 
     if mode not in ("physical", "logical"):
         raise _fail("--mode is physical or logical")
-    targets = dr.Targets(rto_seconds=rto_target, rpo_seconds=rpo_target)
+    targets = dr.Targets(
+        rto_seconds=rto_target,
+        rpo_seconds=rpo_target if mode == "physical" else logical_rpo_target,
+    )
     try:
         url = source_url or _settings_urls()[1] or _settings_urls()[0]
         if mode == "physical":
@@ -462,15 +483,14 @@ def drill(
         _echo_json(result)
     else:
         _print_drill(result, report_path, metrics_path)
-    ok = result["success"] and result["rto_met"] and result["rpo_met"]
-    raise typer.Exit(0 if ok else 1)
+    raise typer.Exit(0 if result["success"] else 1)
 
 
 def _print_drill(result: dict[str, Any], report_path: Path, metrics_path: Path) -> None:
     verdict = "PASSED" if result["success"] else "FAILED"
     typer.echo(f"{result['mode']} drill {verdict} in {result.get('duration_seconds')} s")
-    if result.get("error"):
-        typer.echo(f"error: {result['error']}")
+    for failure in result.get("failures", []):
+        typer.echo(f"failed: {failure}")
     backup = result.get("backup", {})
     typer.echo(f"backup: {backup.get('label') or backup.get('id')}")
     targets = result["targets"]
