@@ -145,7 +145,7 @@ def status(
     as_json: JsonOut = False,
 ) -> None:
     from ctafleet.ops.dr import status as st
-    from ctafleet.ops.dr.postgres import ConnInfo, Pg
+    from ctafleet.ops.dr.postgres import Pg, parse_url
     from ctafleet.ops.dr.report import default_dir
 
     targets = st.StatusTargets(
@@ -162,7 +162,7 @@ def status(
         if pb is not None and not pb.config_path.exists():
             pb = None
         url = pg_url or _settings_urls()[1] or _settings_urls()[0]
-        info = ConnInfo.from_url(url) if url else (pb.pg_conninfo() if pb else None)
+        info = parse_url(url) if url else (pb.pg_conninfo() if pb else None)
     except DrError as exc:
         raise _fail(str(exc)) from None
     reports = drill_report if drill_report else sorted(default_dir().glob("*.json"))
@@ -250,7 +250,7 @@ def restore(
     ] = False,
     as_json: JsonOut = False,
 ) -> None:
-    from ctafleet.ops.dr.postgres import ConnInfo
+    from ctafleet.ops.dr.postgres import parse_url
     from ctafleet.ops.dr.restore import restore_in_place
 
     if (to_time is None) == (not latest):
@@ -261,7 +261,7 @@ def restore(
             pb,
             target_time=to_time,
             pg_data=pg_data,
-            conn=ConnInfo.from_url(pg_url) if pg_url else None,
+            conn=parse_url(pg_url) if pg_url else None,
             delta=delta,
             backup_set=backup_set,
             target_timeline=target_timeline,
@@ -430,7 +430,7 @@ def drill(
     as_json: JsonOut = False,
 ) -> None:
     from ctafleet.ops.dr import drill as dr
-    from ctafleet.ops.dr.postgres import ConnInfo
+    from ctafleet.ops.dr.postgres import parse_url
     from ctafleet.ops.dr.report import default_dir, write_metrics, write_report
 
     if mode not in ("physical", "logical"):
@@ -443,7 +443,7 @@ def drill(
         url = source_url or _settings_urls()[1] or _settings_urls()[0]
         if mode == "physical":
             pb = _pgbackrest(stanza, pgbackrest_config, repo, os_user)
-            source = ConnInfo.from_url(url) if url else pb.pg_conninfo()
+            source = parse_url(url) if url else pb.pg_conninfo()
             if database:
                 source = source.with_database(database)
             result = dr.physical_drill(
@@ -461,13 +461,13 @@ def drill(
         else:
             if not url:
                 raise DrError("no source: pass --source-url or set CTAFLEET_DATABASE__ADMIN_URL")
-            source = ConnInfo.from_url(url)
+            source = parse_url(url)
             if database:
                 source = source.with_database(database)
-            scratch = ConnInfo.from_url(scratch_url) if scratch_url else source
+            scratch = parse_url(scratch_url) if scratch_url else source
             result = dr.logical_drill(
                 source,
-                scratch.with_database(scratch.database if scratch_url else "postgres"),
+                scratch.with_database((scratch.database if scratch_url else None) or "postgres"),
                 targets=targets,
                 sanity_queries=sanity_query or [],
                 restore_args=backup_restore_arg or [],
@@ -562,7 +562,7 @@ def failover(
     as_json: JsonOut = False,
 ) -> None:
     from ctafleet.ops.dr.failover import failover as do_failover
-    from ctafleet.ops.dr.postgres import ConnInfo, LocalServer
+    from ctafleet.ops.dr.postgres import LocalServer, parse_url
     from ctafleet.ops.dr.proc import default_os_user
 
     current_app, current_admin = _settings_urls()
@@ -573,13 +573,13 @@ def failover(
             else None
         )
         result = do_failover(
-            ConnInfo.from_url(standby_url),
+            parse_url(standby_url),
             app_url=app_url or current_app,
             admin_url=admin_url or current_admin,
             new_host=new_host,
             new_port=new_port,
             server=server,
-            old_primary=ConnInfo.from_url(old_primary_url) if old_primary_url else None,
+            old_primary=parse_url(old_primary_url) if old_primary_url else None,
             force=force,
             relax_sync=not keep_synchronous_standbys,
             timeout=timeout,

@@ -25,9 +25,10 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from ctafleet.db.conninfo import ConnInfo
 from ctafleet.ops.dr import logical
 from ctafleet.ops.dr.pgbackrest import PgBackRest, backup_sets
-from ctafleet.ops.dr.postgres import ConnInfo, LocalServer, Pg, quote_ident
+from ctafleet.ops.dr.postgres import LocalServer, Pg, quote_ident
 from ctafleet.ops.dr.proc import DrError, chown_tree
 from ctafleet.ops.dr.report import REPORT_KIND
 from ctafleet.ops.dr.restore import restore_and_start

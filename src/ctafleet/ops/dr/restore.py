@@ -10,9 +10,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ctafleet.db.conninfo import ConnInfo
 from ctafleet.ops.dr.pgbackrest import PgBackRest
 from ctafleet.ops.dr.postgres import (
-    ConnInfo,
     LocalServer,
     Pg,
     clean_recovery_settings,
