@@ -186,10 +186,14 @@ def status(
 @dr_app.command(
     help=(
         "Point-in-time restore of the stanza's cluster with pgBackRest.\n\n"
-        "Stops the server, restores (--delta), recovers to --to-time and promotes, "
-        "waits until the server commits a transaction, then removes the recovery "
-        "settings pgBackRest wrote into postgresql.auto.conf. Take a new full backup "
-        "afterwards: the cluster is on a new timeline."
+        "Checks the arguments, the repository (a backup that covers --to-time) and the "
+        "archive first; then stops the server, restores (--delta), recovers to --to-time "
+        "and promotes, waits until the server commits a transaction, then removes the "
+        "recovery settings pgBackRest wrote into postgresql.auto.conf. Take a new full "
+        "backup afterwards: the cluster is on a new timeline.\n\n"
+        "Exit codes: 0 restored; 1 refused or failed before anything was changed (the "
+        "server is as it was); 3 failed after the server was stopped, and the server is "
+        "running again; 4 failed after the server was stopped, and the server is down."
     )
 )
 def restore(
@@ -251,11 +255,15 @@ def restore(
     as_json: JsonOut = False,
 ) -> None:
     from ctafleet.ops.dr.postgres import parse_url
-    from ctafleet.ops.dr.restore import restore_in_place
+    from ctafleet.ops.dr.restore import RestoreFailed, restore_in_place
 
     if (to_time is None) == (not latest):
         raise _fail("give exactly one of --to-time T or --latest")
     try:
+        try:
+            start_argv = shlex.split(start_command) if start_command is not None else None
+        except ValueError as exc:
+            raise DrError(f"--start-command is not a valid command line: {exc}") from None
         pb = _pgbackrest(stanza, pgbackrest_config, repo, os_user)
         result = restore_in_place(
             pb,
@@ -268,13 +276,16 @@ def restore(
             target_exclusive=target_exclusive,
             yes=yes,
             start_options=_server_options(server_option),
-            start_command=shlex.split(start_command) if start_command else None,
+            start_command=start_argv,
             log_file=log_file,
             pg_bin=pg_bin,
             timeout=timeout,
             relax_sync=not keep_synchronous_standbys,
             archive=archive,
         )
+    except RestoreFailed as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(exc.exit_code) from None
     except DrError as exc:
         raise _fail(str(exc)) from None
     if as_json:
