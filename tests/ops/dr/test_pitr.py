@@ -87,7 +87,7 @@ def test_restore_to_time_keeps_exactly_the_rows_committed_before_it(
                         "'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')")  # fmt: skip
     pid = (cluster.data / "postmaster.pid").read_text().split()[0]
     beyond = run_dr("restore", "--to-time", now, *common, "--yes", env=cluster.env)
-    assert beyond.returncode == 1
+    assert beyond.returncode == 1, beyond.stderr
     assert "recovery would end before reaching the target" in beyond.stderr
     assert "--latest" in beyond.stderr
     assert cluster.running()

@@ -112,10 +112,10 @@ def test_a_failure_after_the_stop_starts_the_server_again(make_cluster: ClusterF
 def test_a_failed_recovery_that_cannot_come_back_says_the_server_is_down(
     make_cluster: ClusterFactory,
 ) -> None:
-    """When the archive statistics cannot tell (reset, as after a crash), a target past the
-    archive is found only by recovery itself; the server cannot start on that data, and the
-    command says so with its own exit code."""
-    cluster = make_cluster("down")
+    """When the server cannot tell (no commit timestamps, archive statistics reset as after a
+    crash), a target past the archive is found only by recovery itself; the server cannot
+    start on that data, and the command says so with its own exit code."""
+    cluster = make_cluster("down", extra_conf="track_commit_timestamp = off")
     backed_up(cluster, ("posix",))
     time.sleep(1.1)
     cluster.sql("CREATE TABLE ledger (id int PRIMARY KEY)")

@@ -205,25 +205,39 @@ def _check_timeline(value: str) -> None:
 
 
 def _archive_reaches(pg: Pg, target: dt.datetime) -> str | None:
-    """Why recovery could not reach `target`, when the running primary can tell: recovery to a
-    time stops at the first commit after it, and no archived WAL holds one if everything was
-    archived before the target. None when it may (or when the server cannot say)."""
+    """Why recovery could not reach `target`, when the running primary can tell; None when it
+    may (or when the server cannot say: pgBackRest and PostgreSQL still check).
+
+    Recovery to a time stops at the first commit after it. There is none in the archive when
+    the newest commit anywhere is older than the target (track_commit_timestamp), or when
+    every archived segment was archived before the target (what is in a segment was written
+    before it was archived)."""
     try:
         row = pg.rows(
-            "SELECT pg_is_in_recovery() AS standby, last_archived_wal, last_archived_time "
-            "FROM pg_stat_archiver"
+            "SELECT pg_is_in_recovery() AS standby, a.last_archived_wal, "
+            "a.last_archived_time, CASE WHEN current_setting('track_commit_timestamp') = 'on' "
+            "THEN (pg_last_committed_xact()).timestamp END AS newest_commit "
+            "FROM pg_stat_archiver a"
         )[0]
-    except Exception:  # unreachable or not ours to ask: pgBackRest and PostgreSQL still check
+    except Exception:  # unreachable, or not ours to ask
         return None
-    last = row["last_archived_time"]
-    if row["standby"] or last is None or last >= target:
+    if row["standby"]:
+        return None
+    newest, archived = row["newest_commit"], row["last_archived_time"]
+    if newest is not None and newest < target:
+        why = f"the newest commit on the server was at {newest:%Y-%m-%d %H:%M:%S}Z"
+    elif archived is not None and archived < target:
+        why = (
+            f"the newest archived segment ({row['last_archived_wal']}) was archived at "
+            f"{archived:%Y-%m-%d %H:%M:%S}Z"
+        )
+    else:
         return None
     return (
-        f"nothing archived reaches {target.isoformat(sep=' ')}: the newest archived segment "
-        f"({row['last_archived_wal']}) was archived at {last:%Y-%m-%d %H:%M:%S}Z, before it, "
-        "so recovery would end before reaching the target and the server would not start. "
-        "`--latest` restores everything archived (the same data); or choose an earlier "
-        "--to-time."
+        f"no archived transaction committed after {target.isoformat(sep=' ')}: {why}, "
+        "before it, so recovery would end before reaching the target and the server would "
+        "not start. `--latest` restores everything archived (the same data); or choose an "
+        "earlier --to-time."
     )
 
 
