@@ -26,6 +26,7 @@ import pytest
 import yaml
 
 from ctafleet.observability import metrics
+from ctafleet.ops import metrics as ops_metrics
 from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -129,7 +130,7 @@ def assert_ok(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def exposed_metric_names() -> set[str]:
-    """Every series name the application's registry can produce."""
+    """Every series name the long-running processes' registry can produce."""
     suffixes = {
         "counter": ("_total", "_created"),
         "histogram": ("_bucket", "_count", "_sum", "_created"),
@@ -376,11 +377,55 @@ def test_recording_rules_are_tested() -> None:
     assert not untested, f"recording rules without a promql_expr_test: {untested}"
 
 
-def test_rules_read_only_metrics_the_application_exposes() -> None:
+def command_metric_names() -> dict[str, set[str]]:
+    """Process (as docs/observability.md names it) -> the series its command publishes."""
+    return {
+        "backup": {d.name for d in ops_metrics.BACKUP_METRICS},
+        "dr": {d.name for d in ops_metrics.DRILL_METRICS},
+    }
+
+
+def documented_metrics() -> dict[str, set[str]]:
+    """Metric name -> the processes docs/observability.md says produce it."""
+    out: dict[str, set[str]] = {}
+    for line in (ROOT / "docs" / "observability.md").read_text().splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) < 6 or not cells[1].startswith("`"):
+            continue
+        for name in re.findall(r"`([a-z_:]+)`", cells[1]):
+            out[name] = {p.strip() for p in cells[4].split(",")}
+    return out
+
+
+def test_rules_read_only_metrics_that_are_published() -> None:
     exprs = [r["expr"] for r in ALERT_RULES + recording_rules()]
     used = {name for expr in exprs for name in re.findall(r"\bctafleet_[a-z0-9_]+", expr)}
-    missing = sorted(used - exposed_metric_names())
-    assert not missing, f"rules read metrics that ctafleet.observability.metrics lacks: {missing}"
+    published = exposed_metric_names().union(*command_metric_names().values())
+    missing = sorted(used - published)
+    assert not missing, (
+        f"rules read metrics neither ctafleet.observability.metrics nor ctafleet.ops.metrics "
+        f"defines: {missing}"
+    )
+
+
+def test_each_documented_metric_comes_from_the_process_the_docs_name() -> None:
+    """The backup and drill commands publish their own metrics; the api/worker registry must
+    not carry them (at 0 there they would keep CTAFleetBackupMetricsMissing from firing)."""
+    commands = command_metric_names()
+    registry = exposed_metric_names()
+    documented = documented_metrics()
+    assert documented, "no metric table in docs/observability.md"
+    for name, processes in documented.items():
+        if processes <= set(commands):
+            assert all(name in commands[p] for p in processes), (name, processes)
+            assert name not in registry, f"{name} is exposed by the long-running processes"
+        else:
+            assert not processes & set(commands), (name, processes)
+            names = {name, name + "_total", name + "_bucket"}
+            assert names & registry, f"{name} ({processes}) is not in the registry"
+    for process, names in commands.items():
+        undocumented = {n for n in names if process not in documented.get(n, set())}
+        assert not undocumented, f"{process} metrics missing from the docs: {undocumented}"
 
 
 # --- Alertmanager --------------------------------------------------------------------------------

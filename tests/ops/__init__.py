@@ -1,1 +1,2 @@
-"""Tests of operations: logical backups (test_backup_*.py) and disaster recovery (dr/)."""
+"""Tests of operations, mirroring src/ctafleet/ops: logical backups (backup/), disaster
+recovery (dr/), and the shared metrics and notification senders."""

@@ -136,31 +136,6 @@ WORK_ORDERS_OPEN = _g("work_orders_open", "Work orders not closed.", mode="max")
 DEFECTS_CRITICAL_OPEN = _g("defects_critical_open", "Open critical inspection defects.", mode="max")
 
 # --- operations -----------------------------------------------------------------------
-BACKUP_LAST_SUCCESS = _g(
-    "backup_last_success_timestamp_seconds", "Unix time of the last successful backup.", mode="max"
-)
-BACKUP_LAST_SIZE = _g("backup_last_size_bytes", "Size of the last successful backup.", mode="max")
-BACKUP_FAILURES = _c("backup_failures_total", "Failed backup runs.")
-# Written by the short-lived `ctafleet backup` / `ctafleet dr drill` commands to a textfile or
-# Pushgateway (their own registries); declared here so alerts and docs have one source.
-BACKUP_LAST_DURATION = _g(
-    "backup_last_duration_seconds", "Duration of the last backup.", mode="max"
-)
-BACKUP_VERIFY_LAST_SUCCESS = _g(
-    "backup_verify_last_success_timestamp_seconds",
-    "Unix time of the last successful restore test (backup verify).",
-    mode="max",
-)
-BACKUP_VERIFY_FAILURES = _c("backup_verify_failures_total", "Failed restore tests.")
-DR_DRILL_RTO = _g("dr_drill_rto_seconds", "RTO the last drill measured.", ("mode",), mode="max")
-DR_DRILL_RPO = _g("dr_drill_rpo_seconds", "RPO the last drill measured.", ("mode",), mode="max")
-DR_DRILL_LAST_SUCCESS = _g(
-    "dr_drill_last_success_timestamp_seconds",
-    "Unix time of the last successful drill.",
-    ("mode",),
-    mode="max",
-)
-DR_DRILL_SUCCESS = _g("dr_drill_success", "1 when the last drill passed.", ("mode",), mode="min")
 TLS_CERT_EXPIRY = _g(
     "tls_certificate_expiry_timestamp_seconds",
     "Unix time the served certificate expires.",

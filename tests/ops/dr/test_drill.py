@@ -142,22 +142,9 @@ def test_physical_drill_measures_rto_and_rpo(make_cluster: ClusterFactory) -> No
     assert "failed" in rto["detail"]
 
 
-def _backup_cli_available() -> bool:
-    result = subprocess.run(
-        [sys.executable, "-m", "ctafleet.cli", "backup", "--help"],
-        capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
-    return result.returncode == 0
-
-
 def test_logical_drill_through_the_backup_cli(
     pg_server: PgServer, fresh_pg: Any, tmp_path: Path
 ) -> None:
-    if not _backup_cli_available():
-        pytest.skip(
-            "`ctafleet backup` (logical backups) is not registered in this tree yet; the "
-            "logical drill calls it through its CLI contract"
-        )
     from pyrage import x25519
 
     db = fresh_pg()
@@ -204,3 +191,89 @@ def test_logical_drill_through_the_backup_cli(
     metrics = _metrics(metrics_path)
     assert set(METRIC_NAMES) <= set(metrics)
     assert metrics["ctafleet_dr_drill_success"] == 1
+
+
+def test_logical_drill_verdict_exit_code_and_metric_agree(
+    pg_server: PgServer, fresh_pg: Any, tmp_path: Path
+) -> None:
+    """A logical drill's RPO is judged against the logical target (the backup schedule's), and
+    every outcome prints, exits and publishes the same verdict."""
+    from pyrage import x25519
+
+    db = fresh_pg()
+    asyncio.run(upgrade(db.owner_url))
+    asyncio.run(
+        pg_server.execute(
+            "CREATE TABLE drill_positions (id bigint PRIMARY KEY, vehicle int)",
+            "INSERT INTO drill_positions SELECT n, n % 300 FROM generate_series(1, 2000) n",
+            database=db.name,
+        )
+    )
+    identity = x25519.Identity.generate()
+    key_file = tmp_path / "backup.key"
+    key_file.write_text(str(identity) + "\n")
+    key_file.chmod(0o600)
+    env = {
+        "CTAFLEET_DATABASE__URL": db.owner_url,
+        "CTAFLEET_DATA_DIR": str(tmp_path / "data"),
+        "CTAFLEET_STORAGE__BACKEND": "local",
+        "CTAFLEET_STORAGE__LOCAL_PATH": str(tmp_path / "objects"),
+        "CTAFLEET_BACKUP__AGE_RECIPIENT": str(identity.to_public()),
+        "CTAFLEET_BACKUP__IDENTITY_FILE": str(key_file),
+    }
+    created = subprocess.run(
+        [sys.executable, "-m", "ctafleet.cli", "backup", "create"],
+        env={**os.environ, **env}, capture_output=True, text=True, check=False, timeout=300,
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr + created.stdout
+    # Commits after the backup started: the restore lacks them, as any restore of a daily
+    # backup lacks the day since. The RPO is then more than a second.
+    time.sleep(1.5)
+    asyncio.run(
+        pg_server.execute(
+            "INSERT INTO drill_positions SELECT n, 0 FROM generate_series(2001, 2010) n",
+            database=db.name,
+        )
+    )
+    report_path, metrics_path = tmp_path / "drill.json", tmp_path / "drill.prom"
+    common = ["drill", "--mode", "logical", "--source-url", db.owner_url,
+              "--report", str(report_path), "--metrics-file", str(metrics_path)]  # fmt: skip
+
+    def drill(*extra: str, **more_env: str) -> tuple[subprocess.CompletedProcess[str], Any]:
+        result = run_dr(*common, *extra, env={**env, **more_env})
+        return result, json.loads(report_path.read_text())
+
+    # The physical target (here 1 s) does not apply: the logical one (26 h by default) does.
+    passed, report = drill("--rpo-target", "1")
+    assert passed.returncode == 0, passed.stderr + passed.stdout
+    assert "logical drill PASSED" in passed.stdout
+    assert "MISSED" not in passed.stdout
+    assert report["success"] is True
+    assert report["targets"]["rpo_seconds"] == 26 * 3600
+    assert report["lost_transactions"] is True
+    assert report["rpo_seconds"] > 1
+    assert report["failures"] == []
+    metrics = _metrics(metrics_path)
+    assert metrics["ctafleet_dr_drill_success"] == 1
+    first_success = metrics["ctafleet_dr_drill_last_success_timestamp_seconds"]
+
+    # Each way of failing: FAILED, exit 1 and success 0, the last success kept.
+    outcomes = {
+        "rpo": (("--logical-rpo-target", "1"), {}, "RPO"),
+        "rto": (("--rto-target", "0"), {}, "RTO"),
+        "verification": (
+            ("--sanity-query", "SELECT count(*) = 0 FROM drill_positions"), {}, "sanity query"
+        ),
+        "error": ((), {"CTAFLEET_STORAGE__LOCAL_PATH": str(tmp_path / "empty")}, "no backup"),
+    }  # fmt: skip
+    for outcome, (extra, more_env, reason) in outcomes.items():
+        failed, report = drill(*extra, **more_env)
+        assert failed.returncode == 1, (outcome, failed.stdout, failed.stderr)
+        assert "logical drill FAILED" in failed.stdout, outcome
+        assert "PASSED" not in failed.stdout, outcome
+        assert report["success"] is False, outcome
+        assert any(reason in f for f in report["failures"]), (outcome, report["failures"])
+        assert reason in failed.stdout, outcome
+        metrics = _metrics(metrics_path)
+        assert metrics["ctafleet_dr_drill_success"] == 0, outcome
+        assert metrics["ctafleet_dr_drill_last_success_timestamp_seconds"] == first_success

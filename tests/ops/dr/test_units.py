@@ -10,7 +10,7 @@ import pytest
 
 from ctafleet.ops.dr.failover import mask, repoint, update_env_file
 from ctafleet.ops.dr.pgbackrest import parse_config
-from ctafleet.ops.dr.postgres import ConnInfo
+from ctafleet.ops.dr.postgres import parse_url
 from ctafleet.ops.dr.proc import DrError
 from ctafleet.ops.dr.restore import normalise_target_time
 from ctafleet.ops.dr.status import _segment_start_after
@@ -33,15 +33,20 @@ def test_target_time_needs_an_offset_and_a_past_moment() -> None:
 
 
 def test_connection_urls_in_every_accepted_form() -> None:
-    tcp = ConnInfo.from_url("postgresql+asyncpg://app:pw@db1:6432/ctafleet")
+    tcp = parse_url("postgresql+asyncpg://app:pw@db1:6432/ctafleet")
     assert (tcp.host, tcp.port, tcp.user, tcp.password, tcp.database) == (
         "db1", 6432, "app", "pw", "ctafleet"
     )  # fmt: skip
-    sock = ConnInfo.from_url("postgres://postgres@/postgres?host=/run/pg&port=5499")
+    sock = parse_url("postgres://postgres@/postgres?host=/run/pg&port=5499")
     assert (sock.host, sock.port, sock.is_socket) == ("/run/pg", 5499, True)
-    assert ConnInfo.from_url(sock.url()) == sock
+    assert parse_url(sock.url()) == sock
+    # What a DR command assumes when the URL does not say: the server's own account.
+    bare = parse_url("postgresql://")
+    assert (bare.host, bare.port, bare.user, bare.database) == (
+        "/var/run/postgresql", 5432, "postgres", "postgres"
+    )  # fmt: skip
     with pytest.raises(DrError, match="not a PostgreSQL URL"):
-        ConnInfo.from_url("sqlite:///data/ctafleet.db")
+        parse_url("sqlite:///data/ctafleet.db")
 
 
 def test_failover_repoints_urls_and_keeps_the_rest() -> None:

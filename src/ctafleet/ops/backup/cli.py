@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from ctafleet.config import Settings
 from ctafleet.ops.backup.errors import BackupError, ConfigurationError, TargetNotEmptyError
 from ctafleet.ops.backup.metrics import BackupMetrics
-from ctafleet.ops.backup.notify import notify
+from ctafleet.ops.notify import notify_backup
 
 T = TypeVar("T")
 
@@ -162,7 +162,7 @@ def _observed(
             warnings += metrics.publish()
         if code != TargetNotEmptyError.exit_code:
             # A refused target is the operator's answer, not a failure of the backups.
-            warnings += notify(
+            warnings += notify_backup(
                 settings,
                 operation=operation,
                 ok=False,
@@ -184,7 +184,7 @@ def _succeeded(
     details: dict[str, Any] | None = None,
 ) -> None:
     warnings = metrics.publish() if metrics is not None else []
-    warnings += notify(
+    warnings += notify_backup(
         settings,
         operation=operation,
         ok=True,

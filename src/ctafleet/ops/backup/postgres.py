@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import IO, Any
 
 import asyncpg
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
 
+from ctafleet.db.conninfo import ConnInfo, ConnInfoError
 from ctafleet.ops.backup.errors import BackupError, ConfigurationError
 from ctafleet.ops.backup.manifest import DatabaseStats, TableStats
 
@@ -86,77 +85,47 @@ def quote_ident(name: str) -> str:
 
 @dataclass(frozen=True)
 class PgServer:
-    """Where to connect, parsed from a SQLAlchemy/libpq-style URL."""
+    """Where to connect: the configured URL, parsed once by ctafleet.db.conninfo."""
 
-    host: str | None
-    port: int | None
-    user: str | None
-    password: str | None
-    database: str
-    sslmode: str | None = None
+    info: ConnInfo
 
     @classmethod
     def from_url(cls, url: str) -> PgServer:
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://") :]
         try:
-            u = make_url(url)
-        except ArgumentError:
-            raise ConfigurationError("not a database URL") from None
-        if u.get_backend_name() != "postgresql":
-            raise ConfigurationError(
-                f"{u.get_backend_name()!r} is not a PostgreSQL URL (postgresql://user@host/db)"
-            )
-        # libpq style: a Unix socket directory and port may come as query parameters.
-        query = {k: v if isinstance(v, str) else v[-1] for k, v in u.query.items()}
-        port = query.get("port")
-        if port is not None and not port.isdigit():
-            raise ConfigurationError(f"port {port!r} in the database URL is not a number")
-        return cls(
-            host=u.host or query.get("host"),
-            port=u.port or (int(port) if port else None),
-            user=u.username or query.get("user"),
-            password=u.password,
-            database=u.database or "postgres",
-            sslmode=query.get("sslmode") or query.get("ssl"),
-        )
+            info = ConnInfo.from_url(url)
+        except ConnInfoError as exc:
+            raise ConfigurationError(f"the database URL: {exc}") from None
+        return cls(info.with_defaults(database="postgres"))
+
+    @property
+    def database(self) -> str:
+        return self.info.database or "postgres"
 
     def with_database(self, name: str) -> PgServer:
-        return replace(self, database=name)
+        return replace(self, info=self.info.with_database(name))
 
     @property
     def display(self) -> str:
         """host:port/database, without credentials."""
-        return f"{self.host or 'localhost'}:{self.port or 5432}/{self.database}"
+        return f"{self.info.host or 'localhost'}:{self.info.port or 5432}/{self.database}"
 
     def env(self) -> dict[str, str]:
         """libpq variables for pg_dump/pg_restore: the password never appears in `ps`."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
-        values = {
-            "PGHOST": self.host,
-            "PGPORT": str(self.port) if self.port else None,
-            "PGUSER": self.user,
-            "PGPASSWORD": self.password,
-            "PGDATABASE": self.database,
-            "PGSSLMODE": self.sslmode,
-            "PGAPPNAME": APPLICATION_NAME,
-            "PGCONNECT_TIMEOUT": "15",
-        }
-        env.update({k: v for k, v in values.items() if v})
+        env = self.info.environ(os.environ)
+        env["PGAPPNAME"] = APPLICATION_NAME
+        env.setdefault("PGCONNECT_TIMEOUT", "15")
         return env
 
     async def connect(self, database: str | None = None) -> asyncpg.Connection:
         try:
             return await asyncpg.connect(
-                host=self.host,
-                port=self.port,
-                user=self.user,
-                password=self.password,
-                database=database or self.database,
-                ssl=self.sslmode,
-                timeout=15,
-                server_settings=SESSION,
-                statement_cache_size=0,
+                **{
+                    "timeout": 15,
+                    **self.info.asyncpg_kwargs(),
+                    "database": database or self.database,
+                    "server_settings": SESSION,
+                    "statement_cache_size": 0,
+                }
             )
         except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
             where = self.with_database(database or self.database).display

@@ -10,9 +10,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import make_url
-
-from ctafleet.ops.dr.postgres import ConnInfo, LocalServer, Pg, wait_writable
+from ctafleet.db.conninfo import ConnInfo, ConnInfoError, redact
+from ctafleet.ops.dr.postgres import LocalServer, Pg, wait_writable
 from ctafleet.ops.dr.proc import DrError
 
 APP_URL_VAR = "CTAFLEET_DATABASE__URL"
@@ -36,16 +35,19 @@ class FailoverResult:
         return asdict(self)
 
 
-def repoint(url: str, host: str, port: int) -> str:
+def repoint(url: str, host: str, port: int | None) -> str:
     """The same URL (role, password, database, driver, options) on another server."""
-    u = make_url(url)
-    if "host" in u.query:
-        u = u.difference_update_query(["host"])
-    return u.set(host=host, port=port).render_as_string(hide_password=False)
+    try:
+        return ConnInfo.from_url(url).with_server(host, port).url()
+    except ConnInfoError as exc:
+        raise DrError(f"the application URL: {exc}") from None
 
 
 def mask(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return ConnInfo.from_url(url).url(hide_password=True)
+    except ConnInfoError:
+        return redact(url)
 
 
 def update_env_file(path: Path, values: dict[str, str]) -> None:
@@ -101,6 +103,13 @@ def failover(
 ) -> FailoverResult:
     """Promote (pg_ctl promote when `server` is given, else pg_promote()), wait until the
     new primary commits, and work out the application's new database URLs."""
+    # The URLs are rewritten after the promotion: a bad one must stop us before it.
+    for name, url in (("--app-url", app_url), ("--admin-url", admin_url)):
+        if url:
+            try:
+                ConnInfo.from_url(url)
+            except ConnInfoError as exc:
+                raise DrError(f"{name}: {exc}") from None
     if old_primary is not None and _old_primary_writable(old_primary) and not force:
         raise DrError(
             f"the old primary {old_primary.describe()} still accepts writes: promoting now "
@@ -129,6 +138,8 @@ def failover(
     notes += ready.notes
     host = new_host or standby.host
     port = new_port or standby.port
+    if host is None:
+        raise DrError("no host for the new primary: pass --new-host")
     env: dict[str, str] = {}
     if app_url:
         env[APP_URL_VAR] = repoint(app_url, host, port)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ctafleet.ops.dr.postgres import ConnInfo
+from ctafleet.db.conninfo import ConnInfo
 from ctafleet.ops.dr.proc import DrError, OsUser, run
 
 DEFAULT_CONFIG = Path("/etc/pgbackrest/pgbackrest.conf")

@@ -7,15 +7,18 @@ import os
 import shlex
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import URL, make_url, text
+from sqlalchemy import URL, text
 from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.pool import NullPool
 
+from ctafleet.db.conninfo import ConnInfo, ConnInfoError
 from ctafleet.ops.dr.proc import DrError, OsUser, find_pg_bin, run, tail
+
+__all__ = ["ConnInfo", "LocalServer", "Pg", "parse_url"]
 
 T = TypeVar("T")
 
@@ -36,63 +39,17 @@ RECOVERY_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
-class ConnInfo:
-    """Where to connect: a TCP host or a Unix-socket directory (a host starting with /)."""
+# Where a DR command connects when the URL does not say: the server's own account, on the
+# Debian socket directory (pgBackRest's pg1-socket-path default).
+DEFAULTS = {"host": "/var/run/postgresql", "port": 5432, "user": "postgres", "database": "postgres"}
 
-    host: str
-    port: int = 5432
-    user: str = "postgres"
-    database: str = "postgres"
-    password: str | None = None
 
-    @classmethod
-    def from_url(cls, url: str) -> ConnInfo:
-        """`postgresql://`, `postgres://` or `postgresql+asyncpg://`; `?host=/dir` for sockets."""
-        if url.startswith("postgres://"):
-            url = "postgresql://" + url[len("postgres://") :]
-        try:
-            u = make_url(url)
-        except Exception:
-            raise DrError(f"not a PostgreSQL URL: {url.split('@')[-1]!r}") from None
-        if u.get_backend_name() != "postgresql":
-            raise DrError(f"not a PostgreSQL URL ({u.get_backend_name()}): {u.drivername}")
-
-        def query(name: str) -> str | None:
-            value = u.query.get(name)
-            return value if isinstance(value, str) else (value[0] if value else None)
-
-        port = query("port")
-        return cls(
-            host=query("host") or u.host or "/var/run/postgresql",
-            port=u.port or (int(port) if port else 5432),
-            user=u.username or "postgres",
-            database=u.database or "postgres",
-            password=u.password if isinstance(u.password, str) else None,
-        )
-
-    @property
-    def is_socket(self) -> bool:
-        return self.host.startswith("/")
-
-    def with_database(self, database: str) -> ConnInfo:
-        return replace(self, database=database)
-
-    def url(self, drivername: str = "postgresql", hide_password: bool = False) -> str:
-        query = {"host": self.host} if self.is_socket else {}
-        u = URL.create(
-            drivername,
-            username=self.user,
-            password=self.password,
-            host=None if self.is_socket else self.host,
-            port=self.port,
-            database=self.database,
-            query=query,
-        )
-        return u.render_as_string(hide_password=hide_password)
-
-    def describe(self) -> str:
-        return f"{self.user}@{self.host}:{self.port}/{self.database}"
+def parse_url(url: str) -> ConnInfo:
+    """A superuser URL given to a DR command, with the defaults above."""
+    try:
+        return ConnInfo.from_url(url).with_defaults(**DEFAULTS)
+    except ConnInfoError as exc:
+        raise DrError(str(exc)) from None
 
 
 class Pg:
@@ -119,11 +76,7 @@ class Pg:
                 URL.create("postgresql+asyncpg"),
                 poolclass=NullPool,
                 connect_args={
-                    "host": info.host,
-                    "port": info.port,
-                    "user": info.user,
-                    "password": info.password,
-                    "database": info.database,
+                    **info.asyncpg_kwargs(),
                     "timeout": self.connect_timeout,
                     "command_timeout": command_timeout or self.command_timeout,
                     "server_settings": {"application_name": "ctafleet-dr"},

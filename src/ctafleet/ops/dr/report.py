@@ -9,15 +9,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge, write_to_textfile
+from ctafleet.ops import metrics as m
 
 REPORT_KIND = "ctafleet-dr-drill"
-
-METRIC_RTO = "ctafleet_dr_drill_rto_seconds"
-METRIC_RPO = "ctafleet_dr_drill_rpo_seconds"
-METRIC_LAST_SUCCESS = "ctafleet_dr_drill_last_success_timestamp_seconds"
-METRIC_SUCCESS = "ctafleet_dr_drill_success"
-METRIC_NAMES = (METRIC_RTO, METRIC_RPO, METRIC_LAST_SUCCESS, METRIC_SUCCESS)
+METRIC_NAMES = tuple(d.name for d in m.DRILL_METRICS)
 
 
 def default_dir() -> Path:
@@ -61,41 +56,16 @@ def write_report(path: Path, report: dict[str, Any]) -> None:
 
 
 def write_metrics(path: Path, report: dict[str, Any]) -> None:
-    """The four drill gauges, labelled by mode, written atomically (a collector that reads the
-    file mid-write would otherwise see a truncated exposition)."""
-    registry = CollectorRegistry()
-    labels = ("mode",)
-    mode = str(report.get("mode", "unknown"))
-    success = Gauge(
-        METRIC_SUCCESS,
-        "1 if the last DR drill restored and verified, else 0.",
-        labels,
-        registry=registry,
-    )
-    success.labels(mode).set(1 if report.get("success") else 0)
+    """The drill gauges, labelled by mode, written atomically. `success` is the drill's
+    verdict: the same one it prints and exits with."""
+    mode = (str(report.get("mode", "unknown")),)
+    families = [m.DRILL_SUCCESS.family([(mode, 1.0 if report.get("success") else 0.0)])]
     if report.get("rto_seconds") is not None:
-        Gauge(
-            METRIC_RTO,
-            "Time the last DR drill took to a serving database.",
-            labels,
-            registry=registry,
-        ).labels(mode).set(float(report["rto_seconds"]))
+        families.append(m.DRILL_RTO.family([(mode, float(report["rto_seconds"]))]))
     if report.get("rpo_seconds") is not None:
-        Gauge(
-            METRIC_RPO,
-            "Data the last DR drill lost relative to its source, in seconds.",
-            labels,
-            registry=registry,
-        ).labels(mode).set(float(report["rpo_seconds"]))
+        families.append(m.DRILL_RPO.family([(mode, float(report["rpo_seconds"]))]))
     last = report.get("last_success_at")
     if last:
         stamp = dt.datetime.fromisoformat(str(last)).timestamp()
-        Gauge(
-            METRIC_LAST_SUCCESS,
-            "Unix time of the last successful DR drill.",
-            labels,
-            registry=registry,
-        ).labels(mode).set(stamp)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_to_textfile(str(path), registry)
-    os.chmod(path, 0o644)
+        families.append(m.DRILL_LAST_SUCCESS.family([(mode, stamp)]))
+    m.write_textfile(path, families)

@@ -275,7 +275,8 @@ def check_drill(reports: Sequence[Path], targets: StatusTargets, now: dt.datetim
             rto,
             targets.rto_seconds,
             data=data,
-            detail=f"the last drill failed: {newest.get('error') or 'verification'}",
+            detail="the last drill failed: "
+            + ("; ".join(newest.get("failures") or []) or newest.get("error") or "verification"),
         )
     if age > targets.drill_age_seconds:
         return Check(

@@ -15,7 +15,7 @@ from ctafleet.kernel.clock import FrozenClock
 from ctafleet.ops.backup import retention
 from ctafleet.ops.backup.service import Backups
 from ctafleet.storage import LocalStore
-from tests.ops.conftest import AgeKey, local_cli
+from tests.ops.backup.conftest import AgeKey, local_cli
 
 NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 

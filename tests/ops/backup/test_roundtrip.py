@@ -14,7 +14,7 @@ import pytest
 
 from ctafleet.db.migrate import head_revision
 from tests.conftest import service_unavailable
-from tests.ops.conftest import (
+from tests.ops.backup.conftest import (
     PROBE_ROWS,
     AgeKey,
     Azurite,

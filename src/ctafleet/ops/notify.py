@@ -1,28 +1,32 @@
-"""Notification senders: a JSON webhook and e-mail over SMTP.
+"""How the operations commands tell people how they ended: a JSON webhook and e-mail over SMTP.
 
-Small and synchronous on purpose: the command-line jobs (backups, drills) call them directly;
-the worker's notification pipeline will call them through a thread. Each delivery is counted in
-`ctafleet_notification_deliveries_total{channel, outcome}`.
+Small and synchronous on purpose: the command-line jobs (backups) call them directly. Each
+delivery is counted in `ctafleet_notification_deliveries_total{channel, outcome}`. These are
+the operators' channels, configured by CTAFLEET_BACKUP__NOTIFY_* and CTAFLEET_NOTIFICATIONS__
+SMTP settings; the notifications domain (users' alerts) is a separate package.
 """
 
 from __future__ import annotations
 
 import json
 import smtplib
+import socket
 import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from ctafleet import __version__
+from ctafleet.config import Settings
 from ctafleet.observability.metrics import NOTIFICATIONS
 
-__all__ = ["NotificationError", "send_email", "send_webhook"]
+__all__ = ["NotificationError", "notify_backup", "send_email", "send_webhook"]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
@@ -139,3 +143,69 @@ def send_email(
             f"e-mail via {host}:{port} failed: {type(exc).__name__}: {exc}"
         ) from None
     NOTIFICATIONS.labels("email", "success").inc()
+
+
+def notify_backup(
+    settings: Settings,
+    *,
+    operation: str,
+    ok: bool,
+    when: datetime,
+    backup_id: str | None = None,
+    error: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> list[str]:
+    """Tell the configured webhook and e-mail recipients how a `ctafleet backup` command
+    ended (failures always, successes with CTAFLEET_BACKUP__NOTIFY_ON_SUCCESS); what could not
+    be delivered comes back as warnings."""
+    backup = settings.backup
+    if ok and not backup.notify_on_success:
+        return []
+    host = socket.gethostname()
+    outcome = "succeeded" if ok else "failed"
+    payload: dict[str, Any] = {
+        "event": f"ctafleet.backup.{operation}.{outcome}",
+        "operation": operation,
+        "outcome": outcome,
+        "backup_id": backup_id,
+        "error": error,
+        "host": host,
+        "time": when.isoformat(),
+        "details": dict(details or {}),
+    }
+    warnings: list[str] = []
+    webhook = backup.notify_webhook_url.get_secret_value()
+    if webhook:
+        try:
+            send_webhook(webhook, payload)
+        except NotificationError as exc:
+            warnings.append(str(exc))
+    smtp_url = settings.notifications.smtp_url
+    if backup.notify_email:
+        if not smtp_url:
+            warnings.append(
+                "CTAFLEET_BACKUP__NOTIFY_EMAIL is set but CTAFLEET_NOTIFICATIONS__SMTP_URL is empty"
+            )
+        else:
+            subject = f"[CTAFleet] backup {operation} {outcome} on {host}"
+            lines = [
+                f"ctafleet backup {operation} {outcome} on {host} at {when.isoformat()}.",
+                "",
+            ]
+            if backup_id:
+                lines.append(f"Backup: {backup_id}")
+            if error:
+                lines.append(f"Error: {error}")
+            for key, value in (details or {}).items():
+                lines.append(f"{key}: {value}")
+            try:
+                send_email(
+                    smtp_url,
+                    sender=settings.notifications.email_from,
+                    to=backup.notify_email,
+                    subject=subject,
+                    body="\n".join(lines) + "\n",
+                )
+            except NotificationError as exc:
+                warnings.append(str(exc))
+    return warnings

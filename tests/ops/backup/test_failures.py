@@ -18,7 +18,7 @@ from azure.storage.blob import (
 )
 
 from ctafleet.storage import LocalStore
-from tests.ops.conftest import (
+from tests.ops.backup.conftest import (
     AZURITE_KEY,
     AgeKey,
     Azurite,

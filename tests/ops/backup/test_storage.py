@@ -19,7 +19,7 @@ from ctafleet.storage import (
     StorageError,
 )
 from ctafleet.storage.azure import AzureBlobStore
-from tests.ops.conftest import Azurite
+from tests.ops.backup.conftest import Azurite
 
 
 @pytest.fixture(params=["local", "azure"])
