@@ -348,6 +348,8 @@ def bench_backend(
 ) -> tuple[list[Result], dict[str, Any]]:
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith("CTAFLEET_")},
+        # CTAFLEET_BENCH_ENV="A=1 B=2": extra settings for one run (a pool size, say).
+        **dict(x.split("=", 1) for x in os.environ.get("CTAFLEET_BENCH_ENV", "").split()),
         "CTAFLEET_ENVIRONMENT": "development",
         "CTAFLEET_AUTH__SECRET_KEY": "bench-" + uuid.uuid4().hex + uuid.uuid4().hex,
         # The limiter stays in the path; its limit is out of the way of a load test.

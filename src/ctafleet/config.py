@@ -76,9 +76,27 @@ class DatabaseSettings(BaseModel):
         "every table (audit events: insert and select only). Empty: no grants are made.",
         pattern=r"^$|^[a-z_][a-z0-9_]{0,62}$",
     )
-    pool_size: int = Field(10, ge=1, le=200, description="Connections kept per process.")
-    max_overflow: int = Field(10, ge=0, le=200, description="Extra connections under load.")
+    pool_size: int | None = Field(
+        None,
+        ge=1,
+        le=200,
+        description="Connections kept per process. Default: 10 on PostgreSQL, 2 on SQLite "
+        "(SQLite writes one transaction at a time; more connections only contend for it).",
+    )
+    max_overflow: int | None = Field(
+        None,
+        ge=0,
+        le=200,
+        description="Extra connections under load. Default: 10 on PostgreSQL, 0 on SQLite.",
+    )
     echo: bool = Field(False, description="Log every SQL statement (development only).")
+    ping_after_idle_s: float = Field(
+        10.0,
+        ge=0,
+        le=3600,
+        description="PostgreSQL: check a pooled connection before use when it has been idle this "
+        "long (a dropped one is replaced). 0: check before every use (a round trip per request).",
+    )
 
     @field_validator("url", "admin_url")
     @classmethod

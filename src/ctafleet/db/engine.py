@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -24,10 +26,20 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
+PG_POOL, PG_OVERFLOW = 10, 10
+# SQLite writes one transaction at a time, and each connection is a thread of its own competing
+# for the GIL: two connections (a writer and a reader) serve best; more only contend.
+SQLITE_POOL = 2
+
+
 def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> AsyncEngine:
+    sqlite_url = is_sqlite(url)
     if settings is not None:
-        kwargs.setdefault("pool_size", settings.database.pool_size)
-        kwargs.setdefault("max_overflow", settings.database.max_overflow)
+        pool_size, max_overflow = settings.database.pool_size, settings.database.max_overflow
+        kwargs.setdefault("pool_size", pool_size or (SQLITE_POOL if sqlite_url else PG_POOL))
+        if max_overflow is None:
+            max_overflow = 0 if sqlite_url else PG_OVERFLOW
+        kwargs.setdefault("max_overflow", max_overflow)
         if settings.database.echo:
             # Through the application's log handler (JSON, once), not SQLAlchemy's own stream
             # handler that `echo=True` adds beside it.
@@ -35,7 +47,7 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
     # Bound parameters hold password hashes, TOTP secrets and credential digests: SQLAlchemy
     # never puts them in a log line or an exception message, at any log level.
     kwargs.setdefault("hide_parameters", True)
-    if is_sqlite(url):
+    if sqlite_url:
         sqlite.install()
         database = make_url(url).database
         if database and database != ":memory:":
@@ -53,8 +65,36 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    return create_async_engine(url, **kwargs)
+    ping_after = settings.database.ping_after_idle_s if settings is not None else 0.0
+    kwargs.setdefault("pool_pre_ping", ping_after == 0)
+    engine = create_async_engine(url, **kwargs)
+    if ping_after > 0 and not kwargs["pool_pre_ping"]:
+        _ping_when_idle(engine, ping_after)
+    return engine
+
+
+def _ping_when_idle(engine: AsyncEngine, idle_s: float) -> None:
+    """Checks a pooled connection before use only when it has been idle for `idle_s`.
+
+    A ping on every checkout (`pool_pre_ping`) is a round trip on every request. A connection
+    in steady use is checked by use itself (a dead one fails its query and the pool discards
+    it and the others opened before it); one left idle long enough for the server or a
+    firewall to have dropped it is pinged first, and replaced if the ping fails.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None or time.monotonic() - since < idle_s:
+            return
+        try:
+            dbapi_conn.ping()
+        except Exception as exc:
+            raise DisconnectionError("connection dropped while idle") from exc
 
 
 class Database:

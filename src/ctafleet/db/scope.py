@@ -17,12 +17,14 @@ session, on every backend:
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import bindparam, event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import ORMExecuteState, Session, SessionTransaction, with_loader_criteria
+from sqlalchemy.sql import Executable
 
 from ctafleet.db.base import TenantMixin
 from ctafleet.kernel.context import Actor
@@ -71,12 +73,23 @@ def system_session(bind: AsyncEngine | Any) -> AsyncSession:
     return AsyncSession(bind=bind, expire_on_commit=False, info={SYSTEM_KEY: True})
 
 
-def _tenant_criteria(tenant: uuid.UUID) -> Any:
-    return with_loader_criteria(
-        TenantMixin,
-        lambda cls: cls.tenant_id == tenant,
-        include_aliases=True,
-    )
+# The filter every tenant-owned table gets. One option object whose tenant is a bound parameter
+# (not a value captured by the lambda): the statement's cache key is then the same for every
+# tenant, so the filtered statement compiles once and each execution only binds the tenant.
+TENANT_PARAM = "ctafleet_tenant_scope"
+TENANT_FILTER = with_loader_criteria(
+    TenantMixin,
+    # The name is spelled out: SQLAlchemy analyses the lambda, and a global in it would be
+    # tracked as a closure variable.
+    lambda cls: cls.tenant_id == bindparam("ctafleet_tenant_scope"),
+    include_aliases=True,
+    track_closure_variables=False,
+)
+
+
+def tenant_filtered(stmt: Executable, tenant: uuid.UUID) -> tuple[Executable, dict[str, uuid.UUID]]:
+    """`stmt` with the tenant filter, and the parameter it binds (for a Core execution)."""
+    return stmt.options(TENANT_FILTER), {TENANT_PARAM: tenant}
 
 
 @event.listens_for(Session, "do_orm_execute")
@@ -90,7 +103,14 @@ def _filter_by_tenant(state: ORMExecuteState) -> None:
         if not is_system(state.session) and _touches_tenant_tables(state):
             raise TenancyMismatch("a session bound to no tenant queried tenant-owned rows")
         return
-    state.statement = state.statement.options(_tenant_criteria(tenant))
+    state.statement = state.statement.options(TENANT_FILTER)
+    params = state.parameters
+    if not params:
+        state.parameters = {TENANT_PARAM: tenant}
+    elif isinstance(params, Mapping):
+        state.parameters = {**params, TENANT_PARAM: tenant}
+    else:  # a list of parameter sets (executemany): each binds the tenant
+        state.parameters = [{**p, TENANT_PARAM: tenant} for p in params]
 
 
 def _touches_tenant_tables(state: ORMExecuteState) -> bool:

@@ -9,17 +9,24 @@ errors (`Conflict`, `PreconditionFailed`, `NotFound`), never as database excepti
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Row, Select, select
 from sqlalchemy import update as sql_update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
 
 from ctafleet.db import audit
-from ctafleet.db.scope import check, system_session
+from ctafleet.db.scope import (
+    TenancyMismatch,
+    check,
+    is_system,
+    system_session,
+    tenant_filtered,
+    tenant_of,
+)
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, NotFound, PreconditionFailed
 
@@ -55,6 +62,27 @@ async def get(
     if for_update:
         await lock(session, obj)
     return obj
+
+
+async def rows(session: AsyncSession, stmt: Select[Any]) -> Sequence[Row[Any]]:
+    """The result of a select as plain rows, for reading only: `select(Vehicle)` gives rows
+    of the table's columns, not `Vehicle` objects.
+
+    Executed on the session's connection (same transaction, same row-level security scope)
+    without the ORM's per-row loading, which costs several times the query itself for a page
+    of rows. The tenant filter is the session's, as for every other query.
+    """
+    tenant = tenant_of(session)
+    if tenant is None and not is_system(session):
+        raise TenancyMismatch("a session bound to no tenant read tenant-owned rows")
+    connection = await session.connection()
+    if tenant is None:
+        result = await connection.execute(stmt)
+    else:
+        filtered, params = tenant_filtered(stmt, tenant)
+        result = await connection.execute(filtered, params)
+    found: Sequence[Row[Any]] = result.all()
+    return found
 
 
 async def owner_tenant(
