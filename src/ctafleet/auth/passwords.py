@@ -12,7 +12,15 @@ from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untype
 _hasher = PasswordHasher()  # Argon2id with the library's current RFC 9106 profile
 MAX_PASSWORD_LENGTH = 256
 # A fixed hash so that an unknown e-mail costs as much as a wrong password (no timing oracle).
-_DUMMY_HASH = _hasher.hash("ctafleet-dummy-password-for-timing")
+# Made at the first login, not at import: it is an Argon2 hash, and start-up should be quick.
+_DUMMY_HASH: str | None = None
+
+
+def _dummy_hash() -> str:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("ctafleet-dummy-password-for-timing")
+    return _DUMMY_HASH
 
 
 def use_test_parameters() -> None:
@@ -22,7 +30,7 @@ def use_test_parameters() -> None:
     """
     global _hasher, _DUMMY_HASH
     _hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
-    _DUMMY_HASH = _hasher.hash("ctafleet-dummy-password-for-timing")
+    _DUMMY_HASH = None
 
 
 class PasswordPolicyError(ValueError):
@@ -55,7 +63,9 @@ def hash_password(password: str) -> str:
 
 def verify_password(password_hash: str | None, password: str) -> bool:
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and password_hash is not None
+        return (
+            _hasher.verify(password_hash or _dummy_hash(), password) and password_hash is not None
+        )
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
