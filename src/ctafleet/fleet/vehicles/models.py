@@ -1,11 +1,22 @@
 from __future__ import annotations
 
-from datetime import date
+import uuid
+from datetime import date, datetime
 
-from sqlalchemy import BigInteger, Boolean, Date, Float, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin, utcnow
 
 
 class Vehicle(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
@@ -38,3 +49,27 @@ class Vehicle(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     home_lat: Mapped[float | None] = mapped_column(Float, default=None)
     home_lon: Mapped[float | None] = mapped_column(Float, default=None)
     notes: Mapped[str] = mapped_column(Text, default="")
+
+
+class MeterReading(IdMixin, TenantMixin, Base):
+    """One odometer and/or engine-hour reading of a vehicle, kept with its time and source.
+
+    The vehicle's `odometer_m`/`engine_hours_s` are the latest accepted values; this is their
+    history. A correction is a reading of its own that names the reading it corrects.
+    """
+
+    __tablename__ = "meter_readings"
+    __table_args__ = (Index("ix_meter_readings_vehicle_time", "vehicle_id", "read_at"),)
+
+    vehicle_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))
+    read_at: Mapped[datetime]
+    odometer_m: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    engine_hours_s: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    # manual, device, fuel, work_order (who produced the value); correction (a fix by hand)
+    source: Mapped[str] = mapped_column(String(16))
+    corrects_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("meter_readings.id", ondelete="SET NULL"), default=None
+    )
+    note: Mapped[str] = mapped_column(Text, default="")
+    recorded_by: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,77 @@
+"""meter readings: each odometer / engine-hour reading kept with its time and source
+
+Revision ID: 0003
+Revises: 0002
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+from ctafleet.db import rls
+
+revision: str = "0003"
+down_revision: str | None = "0002"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+TENANT_TABLES = ["meter_readings"]
+
+
+def upgrade() -> None:
+    op.create_table(
+        "meter_readings",
+        sa.Column("vehicle_id", sa.Uuid(), nullable=False),
+        sa.Column("read_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("odometer_m", sa.BigInteger(), nullable=True),
+        sa.Column("engine_hours_s", sa.BigInteger(), nullable=True),
+        sa.Column("source", sa.String(length=16), nullable=False),
+        sa.Column("corrects_id", sa.Uuid(), nullable=True),
+        sa.Column("note", sa.Text(), nullable=False),
+        sa.Column("recorded_by", sa.Uuid(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("tenant_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["corrects_id"],
+            ["meter_readings.id"],
+            name=op.f("fk_meter_readings_corrects_id_meter_readings"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["tenant_id"],
+            ["tenants.id"],
+            name=op.f("fk_meter_readings_tenant_id_tenants"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["vehicle_id"],
+            ["vehicles.id"],
+            name=op.f("fk_meter_readings_vehicle_id_vehicles"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_meter_readings")),
+    )
+    with op.batch_alter_table("meter_readings", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_meter_readings_tenant_id"), ["tenant_id"], unique=False
+        )
+        batch_op.create_index(
+            "ix_meter_readings_vehicle_time", ["vehicle_id", "read_at"], unique=False
+        )
+    if op.get_bind().dialect.name == "postgresql":
+        for table in TENANT_TABLES:
+            for statement in rls.enable_sql(table):
+                op.execute(statement)
+
+
+def downgrade() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        for table in TENANT_TABLES:
+            for statement in rls.disable_sql(table):
+                op.execute(statement)
+    with op.batch_alter_table("meter_readings", schema=None) as batch_op:
+        batch_op.drop_index("ix_meter_readings_vehicle_time")
+        batch_op.drop_index(batch_op.f("ix_meter_readings_tenant_id"))
+    op.drop_table("meter_readings")
