@@ -193,6 +193,24 @@ def test_users_create_refuses_weak_passwords(data_dir: Path, password: str, hint
     assert db_rows(data_dir, "SELECT id FROM users") == []
 
 
+def test_users_create_takes_long_passphrases(data_dir: Path) -> None:
+    assert run("db", "upgrade").exit_code == 0
+    assert run("tenants", "create", "acme").exit_code == 0
+    passphrase = "a long passphrase from a password manager, " * 5  # 220 characters
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "pm@example.org", "--role", "viewer",
+        input=f"{passphrase}\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    result = run(
+        "users", "create", "--tenant", "acme", "--email", "pm2@example.org", "--role", "viewer",
+        input=f"{passphrase * 2}\n",
+    )  # fmt: skip
+    assert result.exit_code in (1, 2), result.output
+    assert "at most 256" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
 def test_users_create_errors(data_dir: Path) -> None:
     assert run("db", "upgrade").exit_code == 0
     base = ["users", "create", "--email", "x@example.org", "--role", "viewer"]
@@ -249,7 +267,6 @@ async def test_demo_credentials_log_in(tmp_path: Path, monkeypatch: pytest.Monke
 
     from ctafleet.app import create_app
     from ctafleet.config import load_settings
-    from ctafleet.demo import demo_secret_key
 
     monkeypatch.setenv("CTAFLEET_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("CTAFLEET_OBSERVABILITY__LOG_LEVEL", "WARNING")
@@ -262,8 +279,8 @@ async def test_demo_credentials_log_in(tmp_path: Path, monkeypatch: pytest.Monke
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == 0, stderr.decode()
     email, password = _demo_credentials(stdout.decode())["fleet_manager"]
-    settings = load_settings(auth={"secret_key": demo_secret_key(tmp_path)})
-    app = create_app(settings)
+    # `serve` on the same data directory: the same key, found there (no key is configured).
+    app = create_app(load_settings())
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:

@@ -92,8 +92,25 @@ def test_unsafe_settings_are_fine_outside_production() -> None:
     assert s.database_url.startswith("sqlite+aiosqlite:///")
 
 
-def test_a_32_byte_key_is_enough() -> None:
-    assert Settings(**production(auth={"secret_key": "k" * 32}))
+def test_a_32_byte_random_key_is_enough() -> None:
+    assert Settings(**production(auth={"secret_key": secrets.token_urlsafe(24)}))
+
+
+@pytest.mark.parametrize("key", [" " * 32, "k" * 40, "ab" * 32, "abc" * 11])
+def test_low_entropy_keys_are_refused(key: str) -> None:
+    assert "too predictable" in refusal(auth={"secret_key": key})
+
+
+@pytest.mark.parametrize("credentials", [True, False])
+def test_the_null_origin_is_refused(credentials: bool) -> None:
+    message = refusal(
+        http={
+            "cors_origins": ["https://fleet.example.org", "null"],
+            "cors_allow_credentials": credentials,
+        }
+    )
+    assert "CTAFLEET_HTTP__CORS_ORIGINS" in message
+    assert "'null'" in message
 
 
 def test_every_production_problem_is_listed_at_once() -> None:

@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import fastapi_offline
+import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
@@ -19,7 +20,7 @@ from ctafleet.api.middleware import EdgeMiddleware, UnhandledErrorMiddleware
 from ctafleet.api.ratelimit import RateLimiter
 from ctafleet.api.state import AppState, clock_cache
 from ctafleet.auth.deps import document_bearer
-from ctafleet.config import Settings, get_settings
+from ctafleet.config import Settings, get_settings, uses_builtin_key, with_signing_key
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.observability import metrics
@@ -30,6 +31,7 @@ from ctafleet.observability.tracing import configure_tracing, fastapi_telemetry,
 from ctafleet.web.routes import router as web_router
 
 API_PREFIX = "/api/v1"
+log = structlog.get_logger("ctafleet.app")
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
 WEB_STATIC = Path(__file__).parent / "web" / "static"
 SESSION_CACHE_SIZE = 10_000
@@ -80,8 +82,14 @@ def mount(app: FastAPI, router: APIRouter, prefix: str = "") -> None:
 
 
 def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
-    settings = settings or get_settings()
+    settings = with_signing_key(settings or get_settings())
     configure_logging(settings)
+    if uses_builtin_key(settings):
+        log.warning(
+            "builtin_signing_key",
+            detail="access tokens are signed with the built-in public key; anyone can forge "
+            "them (set CTAFLEET_AUTH__SECRET_KEY)",
+        )
     metrics.set_build_info("api")
     redis = None
     if settings.redis.url:

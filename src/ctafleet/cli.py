@@ -141,15 +141,13 @@ def demo(
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and exit.")] = False,
 ) -> None:
     """Everything on the embedded default: migrate, seed a demo tenant, serve."""
+    from ctafleet.config import with_signing_key
     from ctafleet.db.engine import Database
     from ctafleet.db.migrate import upgrade
-    from ctafleet.demo import demo_secret_key, seed
+    from ctafleet.demo import seed
     from ctafleet.kernel.clock import SystemClock
 
-    settings = _settings()
-    if not os.environ.get("CTAFLEET_AUTH__SECRET_KEY"):
-        # An override rather than a write to os.environ: the command leaves its process as it was.
-        settings = _settings(auth={"secret_key": demo_secret_key(settings.data_dir)})
+    settings = with_signing_key(_settings())
 
     async def setup() -> dict[str, Any]:
         await upgrade(settings.database_admin_url, app_role=settings.database.app_role)

@@ -7,6 +7,10 @@
 from __future__ import annotations
 
 import copy
+import math
+import os
+import secrets
+from collections import Counter
 from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
@@ -19,6 +23,7 @@ from sqlalchemy.exc import ArgumentError
 
 DEFAULT_SECRET_KEY = "change-me-development-only-secret-key"  # noqa: S105 - the sentinel refused in production
 MIN_SECRET_BYTES = 32
+MIN_SECRET_BITS = 128
 
 
 # The async driver each supported database needs; a URL without one gets it.
@@ -324,6 +329,14 @@ class Settings(BaseSettings):
         return self.database.admin_url or self.database_url
 
 
+def key_entropy_bits(key: str) -> float:
+    """A generous estimate of a key's entropy: its length times the Shannon entropy of its
+    characters. Random keys score far above the minimum; repeated or blank ones score 0."""
+    counts = Counter(key)
+    per_char = -sum(n / len(key) * math.log2(n / len(key)) for n in counts.values())
+    return len(key) * per_char
+
+
 def production_problems(settings: Settings) -> list[str]:
     """Each unsafe setting, named by the variable that fixes it."""
     if settings.environment is not Environment.production:
@@ -340,8 +353,21 @@ def production_problems(settings: Settings) -> list[str]:
             f"CTAFLEET_AUTH__SECRET_KEY is {len(key.encode())} bytes; use at least "
             f"{MIN_SECRET_BYTES}"
         )
+    elif key_entropy_bits(key) < MIN_SECRET_BITS:
+        problems.append(
+            f"CTAFLEET_AUTH__SECRET_KEY is too predictable (about {key_entropy_bits(key):.0f} "
+            f"bits; at least {MIN_SECRET_BITS} needed): generate it with "
+            "`python -c 'import secrets; print(secrets.token_urlsafe(48))'`"
+        )
     if settings.debug:
         problems.append("CTAFLEET_DEBUG must be false in production")
+    if "null" in settings.http.cors_origins:
+        # Sandboxed iframes, file:// pages and some redirects send `Origin: null`: allowing it
+        # (with credentials, reading a user's data) would allow any of them.
+        problems.append(
+            "CTAFLEET_HTTP__CORS_ORIGINS contains 'null', which any sandboxed or local page can "
+            "send; list the real origins"
+        )
     if "*" in settings.http.cors_origins and settings.http.cors_allow_credentials:
         problems.append(
             "CTAFLEET_HTTP__CORS_ORIGINS contains '*' while CTAFLEET_HTTP__CORS_ALLOW_CREDENTIALS "
@@ -428,6 +454,42 @@ def load_settings(env_file: Path | str | None = None, **overrides: Any) -> Setti
     if env_file is not None:
         return Settings(_env_file=env_file, **overrides)
     return Settings(**overrides)
+
+
+KEY_FILE = ".secret_key"
+
+
+def data_dir_key(data_dir: Path) -> str:
+    """The signing key kept in the data directory (owner-only), made on first use."""
+    path = data_dir / KEY_FILE
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it meanwhile: use theirs
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def uses_builtin_key(settings: Settings) -> bool:
+    return settings.auth.secret_key.get_secret_value() == DEFAULT_SECRET_KEY
+
+
+def with_signing_key(settings: Settings) -> Settings:
+    """Outside the test environment, the built-in (public) signing key is never used: a key is
+    generated and kept in the data directory instead, one per installation, shared by every
+    process on it (`serve`, `demo`, the workers), so their tokens are each other's. Production
+    refuses the built-in key before this (it must be set explicitly)."""
+    if not uses_builtin_key(settings) or settings.environment is Environment.test:
+        return settings
+    auth = settings.auth.model_copy(
+        update={"secret_key": SecretStr(data_dir_key(settings.data_dir))}
+    )
+    return settings.model_copy(update={"auth": auth})
 
 
 @lru_cache(maxsize=1)

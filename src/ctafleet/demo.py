@@ -98,19 +98,6 @@ def _write_private(path: Path, data: Any) -> None:
         json.dump(data, fh, indent=2)
 
 
-def demo_secret_key(data_dir: Path) -> str:
-    """A per-installation signing key for the demo, so tokens are never signed with a known key."""
-    path = data_dir / ".secret_key"
-    if path.exists():
-        return path.read_text().strip()
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    key = secrets.token_urlsafe(48)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(key)
-    return key
-
-
 async def seed(
     db: Database, settings: Settings, clock: Clock, *, vehicles: int = 50, seed_value: int = 7
 ) -> dict[str, Any]:

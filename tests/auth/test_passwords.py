@@ -115,3 +115,30 @@ async def test_password_change_keeps_this_session_and_ends_the_others(api: Api) 
     new_hash = await _stored_hash(api, t.id, email)
     assert new_hash.startswith("$argon2id$")
     assert new_hash != old_hash
+
+
+async def test_long_passphrases_are_accepted_up_to_256_characters(api: Api) -> None:
+    """zxcvbn refuses more than 72 characters; a password manager's passphrase must not 500."""
+    t = await api.tenant(roles=["admin"])
+    headers = bearer(t.tokens["admin"])
+    long_pass = "correct horse battery staple, " * 8 + "Zq7!"  # 244 characters
+    email = unique_email("long")
+    r = await api.client.post(
+        USERS, headers=headers, json={"email": email, "role": "viewer", "password": long_pass}
+    )
+    assert r.status_code == 201, r.text
+    pair = await login_ok(api, email, long_pass)
+    longest = "Quasar-Lantern-" * 17 + "x"  # 256 characters
+    r = await api.client.post(
+        CHANGE,
+        headers=bearer(pair["access_token"]),
+        json={"current_password": long_pass, "new_password": longest},
+    )
+    assert r.status_code == 204, r.text
+    await login_ok(api, email, longest)
+    r = await api.client.post(
+        USERS,
+        headers=headers,
+        json={"email": unique_email("toolong"), "role": "viewer", "password": longest + "y"},
+    )
+    assert_problem(r, 422, "validation-error")

@@ -4,6 +4,7 @@ after they sat idle, and the columns-only read path keeping the tenant filter.""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -112,3 +113,12 @@ async def test_a_connection_in_steady_use_is_not_pinged(api: Api, pg_server: PgS
         assert await _backend_pid(db) != pid  # the pool replaced it for the next request
     finally:
         await db.dispose()
+
+
+@pytest.mark.parametrize(("pool", "expected"), [({}, 2), ({"pool_size": 3}, 3)])
+def test_sqlite_pool_settings_are_honoured(
+    tmp_path: Path, pool: dict[str, int], expected: int
+) -> None:
+    settings = Settings(environment="test", database={"url": f"sqlite:///{tmp_path}/p.db", **pool})
+    db = Database(settings.database_url, settings)
+    assert db.engine.pool.size() == expected  # type: ignore[attr-defined]

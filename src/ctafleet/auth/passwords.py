@@ -11,6 +11,7 @@ from zxcvbn.frequency_lists import FREQUENCY_LISTS  # type: ignore[import-untype
 
 _hasher = PasswordHasher()  # Argon2id with the library's current RFC 9106 profile
 MAX_PASSWORD_LENGTH = 256
+ZXCVBN_MAX = 72
 # A fixed hash so that an unknown e-mail costs as much as a wrong password (no timing oracle).
 # Made at the first login, not at import: it is an Argon2 hash, and start-up should be quick.
 _DUMMY_HASH: str | None = None
@@ -51,7 +52,9 @@ def check_policy(
         raise PasswordPolicyError(f"password must be at most {MAX_PASSWORD_LENGTH} characters")
     if password.lower() in _common():
         raise PasswordPolicyError("password is one of the most common passwords")
-    result = zxcvbn(password[:100], user_inputs=[u for u in (user_inputs or []) if u])
+    # zxcvbn refuses more than 72 characters; its estimate of the first 72 is a lower bound
+    # for the whole, and a long passphrase from a password manager must be accepted.
+    result = zxcvbn(password[:ZXCVBN_MAX], user_inputs=[u for u in (user_inputs or []) if u])
     if result["score"] < 2:
         hint = (result["feedback"].get("warning") or "it is too easy to guess").rstrip(".")
         raise PasswordPolicyError(f"password is too weak: {hint}")

@@ -40,10 +40,11 @@ def make_engine(url: str, settings: Settings | None = None, **kwargs: Any) -> As
         if max_overflow is None:
             max_overflow = 0 if sqlite_url else PG_OVERFLOW
         kwargs.setdefault("max_overflow", max_overflow)
-        if settings.database.echo:
-            # Through the application's log handler (JSON, once), not SQLAlchemy's own stream
-            # handler that `echo=True` adds beside it.
-            logging.getLogger("sqlalchemy.engine.Engine").setLevel(logging.INFO)
+        # Statements go through the application's log handler (JSON, once), not SQLAlchemy's
+        # own stream handler that `echo=True` adds beside it.
+        logging.getLogger("sqlalchemy.engine.Engine").setLevel(
+            logging.INFO if settings.database.echo else logging.WARNING
+        )
     # Bound parameters hold password hashes, TOTP secrets and credential digests: SQLAlchemy
     # never puts them in a log line or an exception message, at any log level.
     kwargs.setdefault("hide_parameters", True)
