@@ -19,7 +19,7 @@ from ctafleet.api import problems
 from ctafleet.api.middleware import EdgeMiddleware, UnhandledErrorMiddleware
 from ctafleet.api.ratelimit import RateLimiter
 from ctafleet.api.state import AppState, clock_cache
-from ctafleet.auth.deps import document_bearer
+from ctafleet.auth.deps import document_bearer, refuse_before_validation
 from ctafleet.config import Settings, get_settings, uses_builtin_key, with_signing_key
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock, SystemClock
@@ -138,7 +138,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.tracer_provider = tracer_provider
     app.state.ctafleet = state
-    problems.install(app)
+    problems.install(app, before_validation=refuse_before_validation)
     document_bearer(app)
 
     # Probes first: they are the most frequent requests and must stay cheap.

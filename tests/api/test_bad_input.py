@@ -284,3 +284,24 @@ async def test_nul_characters_are_refused_at_the_edge(api: Api, admin: TenantUse
     )
     assert r.status_code == 422  # refused for the weak password, not for NUL
     assert r.json()["type"] == "/problems/weak-password", r.text
+
+
+async def test_authentication_comes_before_validation(api: Api, admin: TenantUsers) -> None:
+    """A malformed body to a route that needs a login: 401 without one (not a 422 that would
+    describe the schema to an anonymous client), 403 for a role that may not, 422 otherwise."""
+    viewer = await api.tenant(roles=["viewer"])
+    for content in (b'{"unit_number": ', b'{"unit_number": 5}'):
+        headers = {"content-type": "application/json"}
+        r = await api.client.post("/api/v1/vehicles", content=content, headers=headers)
+        assert_problem(r, 401, "unauthorized")
+        r = await api.client.post(
+            "/api/v1/vehicles", content=content, headers={**headers, **viewer.headers("viewer")}
+        )
+        assert_problem(r, 403, "forbidden")
+        r = await api.client.post(
+            "/api/v1/vehicles", content=content, headers={**headers, **admin.headers()}
+        )
+        assert_problem(r, 422, "validation-error")
+    # A public route validates as before.
+    r = await api.client.post("/api/v1/auth/login", json={"email": "not-an-email"})
+    assert_problem(r, 422, "validation-error")

@@ -28,7 +28,20 @@ def test_etag_is_the_quoted_version() -> None:
     ],
 )
 def test_if_match_values(header: str | None, version: int | None) -> None:
-    assert if_match_version(header) == version
+    assert if_match_version(header) == (None if version is None else frozenset({version}))
+
+
+@pytest.mark.parametrize(
+    ("header", "versions"),
+    [
+        ('"v1", "v2"', {1, 2}),
+        ('"v7",W/"v8" ,  "v9"', {7, 8, 9}),
+        # RFC 9110: a tag that is not ours only fails to match; ours in the list still may.
+        ('"abc", "v4"', {4}),
+    ],
+)
+def test_if_match_lists(header: str, versions: set[int]) -> None:
+    assert if_match_version(header) == frozenset(versions)
 
 
 @pytest.mark.parametrize(
@@ -45,7 +58,7 @@ def test_if_match_values(header: str | None, version: int | None) -> None:
         '"v3.0"',
         '"V3"',
         '"v1000000000000000000"',
-        '"v1", "v2"',
+        '"x1", "y2"',
         'w/"v3"',
         '"v3"' + " " * 300 + "x",
         "x" * 5000,

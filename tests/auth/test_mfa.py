@@ -211,3 +211,18 @@ async def test_reset_of_another_tenants_user_is_not_found(api: Api) -> None:
     )
 
     assert_problem(r, 404, "not-found")
+
+
+async def test_an_admin_cannot_reset_their_own_mfa_through_the_admin_route(api: Api) -> None:
+    """It would turn off their own second factor and end the session making the request; the
+    self-service enrolment routes exist for their own device."""
+    t = await api.tenant(roles=["admin"], login=False)
+    admin = t.users["admin"]
+    secret, _codes = await enrol_totp(api, (await login_ok(api, admin.email))["access_token"])
+    token = (await login_ok(api, admin.email, totp_code=totp_code(api, secret)))["access_token"]
+    r = await api.client.post(f"/api/v1/users/{admin.id}/mfa/reset", headers=bearer(token))
+    assert_problem(r, 409, "cannot-reset-own-mfa")
+    # Nothing changed: the session lives, TOTP is still on.
+    r = await me(api, token)
+    assert r.status_code == 200
+    assert r.json()["totp_enabled"] is True

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from fastapi import Header, Response
 
 from ctafleet.api.problems import Problem
+from ctafleet.db.toolkit import IfMatch
 
 _TAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
 
@@ -30,21 +31,30 @@ def versioned(response: Response, obj: V) -> V:
     return obj
 
 
+MAX_TAGS = 32
+
+
 def if_match_version(
     if_match: str | None = Header(
         None,
         alias="If-Match",
-        description='ETag from a previous read (`"v3"`); a stale one answers 412.',
+        description='ETag(s) from previous reads (`"v3"`, or a list `"v3", "v4"`); the change '
+        "applies if the object is still at one of them, otherwise 412.",
     ),
-) -> int | None:
-    """The version the client last saw, None when it sent no If-Match (or `*`).
+) -> IfMatch | None:
+    """The versions the client accepts (RFC 9110 allows a list), None when it sent no If-Match
+    (or `*`).
 
-    Anything that is not one of our ETags, however long, can never match: 412, like a stale
-    one, rather than a schema error.
+    A tag that is not one of ours can never match; a header with none of ours answers 412,
+    like a stale one, rather than a schema error.
     """
     if if_match is None or if_match.strip() == "*":
         return None
-    match = _TAG.match(if_match.strip())
-    if match is None:
+    versions = set()
+    for part in if_match.split(",", MAX_TAGS)[:MAX_TAGS]:
+        match = _TAG.match(part.strip())
+        if match is not None:
+            versions.add(int(match.group(1)))
+    if not versions:
         raise Problem(412, "precondition-failed", "If-Match does not hold an ETag of this object")
-    return int(match.group(1))
+    return frozenset(versions)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -157,7 +158,11 @@ def _clean_errors(errors: Any) -> list[dict[str, Any]]:
     return cleaned
 
 
-def install(app: FastAPI) -> None:
+def install(
+    app: FastAPI, *, before_validation: Callable[[Request], Awaitable[None]] | None = None
+) -> None:
+    """The exception handlers. `before_validation` runs before a validation error is answered
+    and may raise the problem that takes precedence (authentication, see auth/deps.py)."""
     document(app)
 
     @app.exception_handler(Problem)
@@ -195,6 +200,19 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if before_validation is not None:
+            try:
+                await before_validation(request)
+            except Problem as refused:
+                return problem_response(
+                    request,
+                    refused.status,
+                    refused.slug,
+                    refused.title,
+                    refused.detail,
+                    refused.headers,
+                    **refused.extra,
+                )
         errors = _clean_errors(exc.errors())
         return problem_response(
             request,

@@ -155,67 +155,82 @@ def _claims(state: AppState, token: str, now: datetime) -> AccessClaims:
     return claims
 
 
+async def _admit(
+    request: Request, state: AppState, permission: Permission, *, rate_limit: bool = True
+) -> tuple[Actor, AsyncSession]:
+    """The checks every authenticated route runs, in this order: a token (401), its session
+    (401), MFA enrolment (403), the role (403), the rate limit (429). Returns the actor and
+    the request's session, bound to the actor's tenant; the caller closes the session."""
+    token = _bearer_token(request)
+    if token is None:
+        raise unauthorized("a bearer access token is required", rejected=False)
+    now = state.clock.now()
+    claims = _claims(state, token, now)
+    actor = Actor(
+        tenant_id=claims.tenant_id,
+        user_id=claims.user_id,
+        role=claims.role,
+        own_records_only=claims.role in _OWN_ONLY,
+        session_id=claims.session_id,
+        request_id=getattr(request.state, "request_id", None),
+        client_ip=client_ip(request),
+        clock=state.clock,
+    )
+    session = state.db.session(actor)
+    try:
+        cache = state.session_cache
+        login = cache.get(claims.session_id) if cache is not None else None
+        if login is None:
+            login = await _login_state(session, claims)
+            if login is None:
+                raise unauthorized("the access token is invalid or expired")
+            if cache is not None:
+                cache[claims.session_id] = login
+        elif login.user_id != claims.user_id or login.tenant_id != claims.tenant_id:
+            raise unauthorized("the access token is invalid or expired")
+        if not login.is_active or login.revoked or login.expires_at <= now:
+            raise unauthorized("the session has ended; log in again")
+        # Checked after the session: an ended session is a 401 whatever the token says. The
+        # session's flag also covers tokens issued before a policy change reached it.
+        if (claims.mfa_pending or not login.mfa_verified) and (
+            permission not in MFA_PENDING_ALLOWED
+        ):
+            raise Problem(
+                403,
+                "mfa-enrolment-required",
+                "your role requires two-factor authentication: enrol at "
+                "POST /api/v1/auth/mfa/setup, then log in again",
+            )
+        # The role is the session's, not the token's: a role change applies at once.
+        if not allowed(login.role, permission):
+            raise Problem(403, "forbidden", f"your role may not do this ({permission.value})")
+        if rate_limit:
+            await state.limiter.hit(state.settings.auth.api_rate_limit, "user", str(login.user_id))
+    except BaseException:
+        await session.close()
+        raise
+    if login.role != actor.role:
+        actor = Actor(
+            tenant_id=actor.tenant_id,
+            user_id=actor.user_id,
+            role=login.role,
+            own_records_only=login.role in _OWN_ONLY,
+            session_id=actor.session_id,
+            request_id=actor.request_id,
+            client_ip=actor.client_ip,
+            clock=state.clock,
+        )
+        scope.bind(session, actor)
+    return actor, session
+
+
 def require(permission: Permission) -> Callable[..., Any]:
     """Dependency for a route that needs `permission`; yields a tenant-scoped `Ctx`."""
 
     async def dependency(request: Request) -> AsyncIterator[Ctx]:
         state = get_state(request)
-        token = _bearer_token(request)
-        if token is None:
-            raise unauthorized("a bearer access token is required", rejected=False)
-        now = state.clock.now()
-        claims = _claims(state, token, now)
-        actor = Actor(
-            tenant_id=claims.tenant_id,
-            user_id=claims.user_id,
-            role=claims.role,
-            own_records_only=claims.role in _OWN_ONLY,
-            session_id=claims.session_id,
-            request_id=getattr(request.state, "request_id", None),
-            client_ip=client_ip(request),
-            clock=state.clock,
-        )
-        session = state.db.session(actor)
+        actor, session = await _admit(request, state, permission)
         try:
-            cache = state.session_cache
-            login = cache.get(claims.session_id) if cache is not None else None
-            if login is None:
-                login = await _login_state(session, claims)
-                if login is None:
-                    raise unauthorized("the access token is invalid or expired")
-                if cache is not None:
-                    cache[claims.session_id] = login
-            elif login.user_id != claims.user_id or login.tenant_id != claims.tenant_id:
-                raise unauthorized("the access token is invalid or expired")
-            if not login.is_active or login.revoked or login.expires_at <= now:
-                raise unauthorized("the session has ended; log in again")
-            # Checked after the session: an ended session is a 401 whatever the token says. The
-            # session's flag also covers tokens issued before a policy change reached it.
-            if (claims.mfa_pending or not login.mfa_verified) and (
-                permission not in MFA_PENDING_ALLOWED
-            ):
-                raise Problem(
-                    403,
-                    "mfa-enrolment-required",
-                    "your role requires two-factor authentication: enrol at "
-                    "POST /api/v1/auth/mfa/setup, then log in again",
-                )
-            # The role is the session's, not the token's: a role change applies at once.
-            if not allowed(login.role, permission):
-                raise Problem(403, "forbidden", f"your role may not do this ({permission.value})")
-            await state.limiter.hit(state.settings.auth.api_rate_limit, "user", str(login.user_id))
-            if login.role != actor.role:
-                actor = Actor(
-                    tenant_id=actor.tenant_id,
-                    user_id=actor.user_id,
-                    role=login.role,
-                    own_records_only=login.role in _OWN_ONLY,
-                    session_id=actor.session_id,
-                    request_id=actor.request_id,
-                    client_ip=actor.client_ip,
-                    clock=state.clock,
-                )
-                scope.bind(session, actor)
             structlog.contextvars.bind_contextvars(
                 tenant=str(actor.tenant_id), user=str(actor.user_id)
             )
@@ -225,6 +240,23 @@ def require(permission: Permission) -> Callable[..., Any]:
 
     dependency.__permission__ = permission  # type: ignore[attr-defined]
     return dependency
+
+
+async def refuse_before_validation(request: Request) -> None:
+    """Raises the 401/403 an authenticated route would answer, if any.
+
+    FastAPI parses and validates a request's body before it runs the route's dependencies, so
+    an unauthenticated client sending a malformed body would learn about the schema (422)
+    before being told to authenticate. The validation-error handler calls this first.
+    """
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    permission = permission_of(route)
+    if permission is None or permission is Permission.public:
+        return
+    _actor, session = await _admit(request, get_state(request), permission, rate_limit=False)
+    await session.close()
 
 
 def public(*, rate_limited: bool = False) -> Callable[..., Any]:

@@ -22,6 +22,7 @@ from ctafleet.auth.schemas import (
     UserRead,
     UserUpdate,
 )
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.kernel.context import Actor
 
 router = APIRouter(prefix="/auth", tags=["auth"])
@@ -164,7 +165,7 @@ async def update_user(
     user_id: uuid.UUID,
     body: UserUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.users_manage)),
 ) -> User:
     user = await users.update_user(

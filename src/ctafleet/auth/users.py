@@ -14,6 +14,7 @@ from ctafleet.auth.service import enforce_policy, revoke_sessions
 from ctafleet.config import AuthSettings
 from ctafleet.db import audit, toolkit
 from ctafleet.db.scope import system_session
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict
 
@@ -73,7 +74,7 @@ async def update_user(
     actor: Actor,
     user_id: uuid.UUID,
     data: UserUpdate,
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> User:
     user = await toolkit.get(session, actor, User, user_id, entity="user")
     toolkit.check_version(user.version, if_match)

@@ -31,6 +31,8 @@ from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, NotFound, PreconditionFailed
 
 M = TypeVar("M")
+# The versions an If-Match names (RFC 9110: a list; the change applies if the row is at one).
+IfMatch = frozenset[int]
 # Re-runs a service's uniqueness checks after the database refused a write: the checks before
 # the write cannot see a concurrent transaction's uncommitted row, the constraint can; the
 # recheck then names the exact conflict against the committed winner.
@@ -115,10 +117,11 @@ async def lock(session: AsyncSession, obj: Any) -> None:
     await session.refresh(obj, with_for_update=True)
 
 
-def check_version(current: int, if_match: int | None) -> None:
-    if if_match is not None and if_match != current:
+def check_version(current: int, if_match: IfMatch | None) -> None:
+    if if_match is not None and current not in if_match:
+        named = ", ".join(f"v{v}" for v in sorted(if_match))
         raise PreconditionFailed(
-            f"the object changed since you read it (version {current}, If-Match {if_match}); "
+            f"the object changed since you read it (version {current}, If-Match {named}); "
             "fetch it again and retry"
         )
 
@@ -127,7 +130,7 @@ async def commit(
     session: AsyncSession,
     *,
     what: str,
-    if_match: int | None = None,
+    if_match: IfMatch | None = None,
     recheck: Recheck | None = None,
     flush_only: bool = False,
 ) -> None:
@@ -180,7 +183,7 @@ async def update(
     changes: Mapping[str, Any],
     *,
     entity: str,
-    if_match: int | None = None,
+    if_match: IfMatch | None = None,
     action: str = "update",
     note: Mapping[str, Any] | None = None,
     recheck: Recheck | None = None,

@@ -177,7 +177,26 @@ def route_template(scope: Scope) -> str:
     if template:
         return str(template)
     route = scope.get("route")
-    return str(getattr(route, "path_format", None) or getattr(route, "path", None) or "unmatched")
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    if template:
+        return str(template)
+    return _plain_route(scope)
+
+
+def _plain_route(scope: Scope) -> str:
+    """Routes that are not FastAPI's (the OpenAPI schema, static files) leave no trace in the
+    scope: find the one that matched (only on this rare path), else `unmatched`."""
+    from starlette.routing import Match, Mount, Route
+
+    app = scope.get("app")
+    # A mount rewrites the scope's root path as it passes the request on: match a clean copy.
+    probe = {"type": "http", "path": scope.get("path", ""), "root_path": "", "method": "GET"}
+    for route in getattr(app, "routes", ()):
+        if isinstance(route, Route | Mount) and route.matches(probe)[0] is Match.FULL:
+            if isinstance(route, Mount):
+                return f"{route.path}/{{path}}"
+            return str(route.path_format)
+    return "unmatched"
 
 
 _observers: dict[tuple[str, str, str], Callable[[float], None]] = {}

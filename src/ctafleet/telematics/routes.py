@@ -8,6 +8,7 @@ from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.telematics import service
 from ctafleet.telematics.models import Device
 from ctafleet.telematics.schemas import (
@@ -81,7 +82,7 @@ async def update_device(
     device_id: uuid.UUID,
     body: DeviceUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.devices_manage)),
 ) -> Device:
     device = await service.update_device(

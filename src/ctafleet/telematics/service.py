@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.auth.tokens import digest, new_secret
 from ctafleet.db import toolkit
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.vehicles.service import get_vehicle
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, Invalid
@@ -83,7 +84,7 @@ async def update_device(
     actor: Actor,
     device_id: uuid.UUID,
     data: DeviceUpdate,
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> Device:
     device = await toolkit.get(session, actor, Device, device_id, entity=ENTITY)
     changes = data.model_dump(exclude_unset=True)

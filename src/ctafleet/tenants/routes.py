@@ -5,6 +5,7 @@ from fastapi import APIRouter, Depends, Response
 from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.tenants import service
 from ctafleet.tenants.models import Tenant
 from ctafleet.tenants.schemas import TenantRead, TenantSettingsUpdate
@@ -25,7 +26,7 @@ async def get_tenant(
 async def update_tenant(
     body: TenantSettingsUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.tenant_manage)),
 ) -> Tenant:
     tenant = await service.update_tenant(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db import audit, toolkit
 from ctafleet.db.scope import tenant_of
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, Invalid, NotFound
 from ctafleet.kernel.money import validate_currency
@@ -66,7 +67,7 @@ async def get_tenant(*, session: AsyncSession, actor: Actor) -> Tenant:
 
 
 async def update_tenant(
-    *, session: AsyncSession, actor: Actor, data: TenantSettingsUpdate, if_match: int | None
+    *, session: AsyncSession, actor: Actor, data: TenantSettingsUpdate, if_match: IfMatch | None
 ) -> Tenant:
     tenant = await get_tenant(session=session, actor=actor)
     changes = data.model_dump(exclude_unset=True)

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 
 from tests.kit.app import Api
-from tests.kit.factories import audit_events, driver_body, new_driver
+from tests.kit.factories import audit_events, driver_body, new_driver, vehicle_body
 from tests.kit.problems import assert_problem
 
 D = "/api/v1/drivers"
@@ -208,3 +208,25 @@ async def test_other_tenants_driver_is_404(api: Api) -> None:
     assert r.json() == d
     actions = [e["action"] for e in await audit_events(api, owner, "driver", d["id"])]
     assert actions == ["create", "cross_tenant_access_denied", "cross_tenant_access_denied"]
+
+
+async def test_dates_are_text_not_numbers(api: Api) -> None:
+    """`"licence_expiry": 0` would be read as seconds since 1970 and stored as 1970-01-01."""
+    t = await api.tenant(roles=["admin"])
+    for value in (0, 1735689600, 2030.5):
+        r = await api.client.post(
+            "/api/v1/drivers", json=driver_body(licence_expiry=value), headers=t.headers()
+        )
+        problem = assert_problem(r, 422, "validation-error")
+        assert problem["errors"][0]["loc"][-1] == "licence_expiry"
+    d = await new_driver(api, t)
+    r = await api.client.patch(
+        f"/api/v1/drivers/{d['id']}", json={"licence_expiry": 0}, headers=t.headers()
+    )
+    assert_problem(r, 422, "validation-error")
+    r = await api.client.post(
+        "/api/v1/vehicles",
+        json=vehicle_body(purchase_date=0),
+        headers=t.headers(),
+    )
+    assert_problem(r, 422, "validation-error")

@@ -8,6 +8,7 @@ from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.assignments import service
 from ctafleet.fleet.assignments.models import Assignment
 from ctafleet.fleet.assignments.schemas import AssignmentCreate, AssignmentRead, AssignmentUpdate
@@ -84,7 +85,7 @@ async def update_assignment(
     assignment_id: uuid.UUID,
     body: AssignmentUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.assignments_write)),
 ) -> Assignment:
     assignment = await service.update_assignment(

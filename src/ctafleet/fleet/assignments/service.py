@@ -10,6 +10,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db import toolkit
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet import visibility
 from ctafleet.fleet.assignments.models import Assignment
 from ctafleet.fleet.assignments.schemas import AssignmentCreate, AssignmentUpdate
@@ -120,7 +121,7 @@ async def update_assignment(
     actor: Actor,
     assignment_id: uuid.UUID,
     data: AssignmentUpdate,
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> Assignment:
     assignment = await toolkit.get(session, actor, Assignment, assignment_id, entity=ENTITY)
     changes = data.model_dump(exclude_unset=True)

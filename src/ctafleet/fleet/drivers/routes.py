@@ -9,6 +9,7 @@ from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.drivers import service
 from ctafleet.fleet.drivers.models import Driver
 from ctafleet.fleet.drivers.schemas import DriverCreate, DriverRead, DriverStatus, DriverUpdate
@@ -72,7 +73,7 @@ async def update_driver(
     driver_id: uuid.UUID,
     body: DriverUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.drivers_write)),
 ) -> Driver:
     driver = await service.update_driver(

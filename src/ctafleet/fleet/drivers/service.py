@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.auth import users
 from ctafleet.db import toolkit
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet import visibility
 from ctafleet.fleet.drivers.models import Driver
 from ctafleet.fleet.drivers.schemas import DriverCreate, DriverUpdate
@@ -99,7 +100,7 @@ async def update_driver(
     actor: Actor,
     driver_id: uuid.UUID,
     data: DriverUpdate,
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> Driver:
     driver = await toolkit.get(session, actor, Driver, driver_id, entity=ENTITY)
     changes = data.model_dump(exclude_unset=True)

@@ -8,6 +8,7 @@ from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.vehicles import service
 from ctafleet.fleet.vehicles.models import Vehicle
 from ctafleet.fleet.vehicles.schemas import (
@@ -93,7 +94,7 @@ async def update_vehicle(
     vehicle_id: uuid.UUID,
     body: VehicleUpdate,
     response: Response,
-    if_match: int | None = Depends(if_match_version),
+    if_match: IfMatch | None = Depends(if_match_version),
     ctx: Ctx = Depends(require(Permission.vehicles_write)),
 ) -> Vehicle:
     vehicle = await service.update_vehicle(

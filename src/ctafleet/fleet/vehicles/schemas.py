@@ -6,7 +6,6 @@ from typing import Literal, Self
 
 from pydantic import Field, field_validator, model_validator
 
-from ctafleet.fleet.vehicles.vin import validate_vin
 from ctafleet.kernel.money import MAX_MINOR, validate_currency
 from ctafleet.kernel.schemas import IsoDate, ReadModel, Strict
 
@@ -76,7 +75,7 @@ class VehicleCreate(_VehicleFields):
 
     @model_validator(mode="after")
     def _checks(self) -> Self:
-        self.vin = validate_vin(self.vin, nonstandard=self.vin_nonstandard)
+        # The VIN is checked by the service (`invalid-vin`, on create as on update).
         if self.purchase_cost_minor is not None and self.purchase_currency is None:
             raise ValueError("purchase_currency is required with purchase_cost_minor")
         if (self.home_lat is None) != (self.home_lon is None):

@@ -9,6 +9,7 @@ from sqlalchemy import Select, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db import toolkit
+from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet import visibility
 from ctafleet.fleet.vehicles.models import Vehicle
 from ctafleet.fleet.vehicles.schemas import MeterReading, VehicleCreate, VehicleUpdate
@@ -88,8 +89,16 @@ async def _unique(
         raise Conflict("duplicate-plate", f"plate {plate} ({jurisdiction}) is already registered")
 
 
+def _checked_vin(vin: str, nonstandard: bool) -> str:
+    try:
+        return validate_vin(vin, nonstandard=nonstandard)
+    except ValueError as exc:
+        raise Invalid("vin", str(exc), slug="invalid-vin") from exc
+
+
 async def create_vehicle(*, session: AsyncSession, actor: Actor, data: VehicleCreate) -> Vehicle:
     values = data.model_dump()
+    values["vin"] = _checked_vin(values["vin"], values["vin_nonstandard"])
     values["plate"] = values["plate"].upper()
     values["plate_jurisdiction"] = values["plate_jurisdiction"].upper()
 
@@ -118,7 +127,7 @@ async def update_vehicle(
     actor: Actor,
     vehicle_id: uuid.UUID,
     data: VehicleUpdate,
-    if_match: int | None,
+    if_match: IfMatch | None,
 ) -> Vehicle:
     vehicle = await toolkit.get(session, actor, Vehicle, vehicle_id, entity=ENTITY, for_update=True)
     toolkit.check_version(vehicle.version, if_match)
@@ -140,10 +149,7 @@ async def update_vehicle(
             corrected.append(meter)
     if "vin" in changes or "vin_nonstandard" in changes:
         nonstandard = changes.get("vin_nonstandard", vehicle.vin_nonstandard)
-        try:
-            changes["vin"] = validate_vin(changes.get("vin", vehicle.vin), nonstandard=nonstandard)
-        except ValueError as exc:
-            raise Invalid("vin", str(exc), slug="invalid-vin") from exc
+        changes["vin"] = _checked_vin(changes.get("vin", vehicle.vin), nonstandard)
     for key in ("plate", "plate_jurisdiction"):
         if key in changes:
             changes[key] = changes[key].upper()
