@@ -15,10 +15,10 @@ from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
-from fastapi import Query
+from fastapi import Header, Query
 from fastapi.responses import Response, StreamingResponse
-from pydantic import BaseModel
-from sqlalchemy import BigInteger, Select, SmallInteger, TypeDecorator, and_, or_
+from pydantic import BaseModel, Field
+from sqlalchemy import BigInteger, Select, SmallInteger, TypeDecorator, and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 from sqlalchemy.types import TypeEngine
@@ -35,6 +35,9 @@ MAX_CURSOR = 1024
 class PageInfo(BaseModel):
     next_cursor: str | None
     has_more: bool
+    total: int | None = Field(
+        None, description="Every matching row, all pages: only with `count=true`."
+    )
 
 
 class Page(BaseModel, Generic[T]):
@@ -48,6 +51,7 @@ class ListParams:
     cursor: str | None
     sort: str | None
     format: str
+    count: bool = False
 
 
 def list_params(
@@ -61,11 +65,19 @@ def list_params(
         pattern=r"^-?[a-z_]+$",
         description="Sort field; prefix with `-` for descending. See each list's fields.",
     ),
-    format: str = Query(
-        "json", pattern="^(json|csv)$", description="`csv` streams every matching row as CSV."
+    format: str | None = Query(
+        None,
+        pattern="^(json|csv)$",
+        description="`csv` streams every matching row as CSV (as does `Accept: text/csv`); "
+        "default `json`.",
     ),
+    count: bool = Query(False, description="Also count every matching row (`total`)."),
+    accept: str | None = Header(None, include_in_schema=False),
 ) -> ListParams:
-    return ListParams(limit=limit, cursor=cursor, sort=sort, format=format)
+    if format is None:
+        first = (accept or "").split(",")[0].split(";")[0].strip().lower()
+        format = "csv" if first == "text/csv" else "json"
+    return ListParams(limit=limit, cursor=cursor, sort=sort, format=format, count=count)
 
 
 def _to_json(value: Any) -> Any:
@@ -382,6 +394,17 @@ async def list_response(
         data = [schema.model_validate(o).model_dump() for o in objects]
     else:
         data, info = await page_rows(session, stmt, params, sorting, columns)
+    total = None
+    if params.count:
+        counted = select(func.count()).select_from(stmt.order_by(None).subquery())
+        total = (await toolkit.rows(session, counted))[0][0]
     return json_response(
-        {"data": data, "pagination": {"next_cursor": info.next_cursor, "has_more": info.has_more}}
+        {
+            "data": data,
+            "pagination": {
+                "next_cursor": info.next_cursor,
+                "has_more": info.has_more,
+                "total": total,
+            },
+        }
     )

@@ -6,11 +6,19 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+from ctafleet.db.base import (
+    Base,
+    IdMixin,
+    TenantMixin,
+    TimestampMixin,
+    VersionedMixin,
+    sort_indexes,
+)
 
 
 class User(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     __tablename__ = "users"
+    __table_args__ = (*sort_indexes("users", "role", "created_at"),)
 
     # E-mail is unique across the platform: login finds the tenant from it.
     email: Mapped[str] = mapped_column(String(320), unique=True)

@@ -6,7 +6,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import DateTime, ForeignKey, Integer, MetaData, TypeDecorator, Uuid
+from sqlalchemy import DateTime, ForeignKey, Index, Integer, MetaData, TypeDecorator, Uuid
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, declared_attr, mapped_column
 
@@ -76,6 +76,12 @@ class VersionedMixin:
     @declared_attr.directive
     def __mapper_args__(cls) -> dict[str, Any]:
         return {"version_id_col": cls.version}
+
+
+def sort_indexes(table: str, *columns: str) -> tuple[Index, ...]:
+    """One `(tenant_id, column)` index per column a list may be sorted by: a page of a sorted
+    list is then an index range scan, however large the fleet (keyset pagination)."""
+    return tuple(Index(f"ix_{table}_tenant_{column}", "tenant_id", column) for column in columns)
 
 
 def tenant_owned_tables() -> list[str]:

@@ -6,14 +6,24 @@ from datetime import datetime
 from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+from ctafleet.db.base import (
+    Base,
+    IdMixin,
+    TenantMixin,
+    TimestampMixin,
+    VersionedMixin,
+    sort_indexes,
+)
 
 
 class Device(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     """A telematics unit or phone app; authenticates its positions with its own credential."""
 
     __tablename__ = "devices"
-    __table_args__ = (UniqueConstraint("tenant_id", "unique_id"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "unique_id"),
+        *sort_indexes("devices", "name", "created_at"),
+    )
 
     # The identifier the device sends (IMEI, OsmAnd id): unique within the tenant. Ingest finds
     # the device by its credential, which is unique platform-wide.

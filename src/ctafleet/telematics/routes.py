@@ -21,7 +21,7 @@ from ctafleet.telematics.schemas import (
 router = APIRouter(prefix="/devices", tags=["devices"])
 
 SORTING = Sorting(
-    fields={"unique_id": Device.unique_id, "created_at": Device.created_at},
+    fields={"unique_id": Device.unique_id, "name": Device.name, "created_at": Device.created_at},
     default="unique_id",
     tiebreak=Device.id,
 )

@@ -6,7 +6,14 @@ from datetime import datetime
 from sqlalchemy import ForeignKey, Index, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+from ctafleet.db.base import (
+    Base,
+    IdMixin,
+    TenantMixin,
+    TimestampMixin,
+    VersionedMixin,
+    sort_indexes,
+)
 
 
 class Assignment(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
@@ -16,6 +23,7 @@ class Assignment(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     __table_args__ = (
         Index("ix_assignments_vehicle_time", "vehicle_id", "starts_at"),
         Index("ix_assignments_driver_time", "driver_id", "starts_at"),
+        *sort_indexes("assignments", "starts_at", "created_at"),
     )
 
     vehicle_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("vehicles.id", ondelete="CASCADE"))

@@ -6,12 +6,24 @@ from datetime import date
 from sqlalchemy import Date, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin
+from ctafleet.db.base import (
+    Base,
+    IdMixin,
+    TenantMixin,
+    TimestampMixin,
+    VersionedMixin,
+    sort_indexes,
+)
 
 
 class Driver(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     __tablename__ = "drivers"
-    __table_args__ = (UniqueConstraint("tenant_id", "employee_number"),)
+    __table_args__ = (
+        UniqueConstraint("tenant_id", "employee_number"),
+        *sort_indexes(
+            "drivers", "last_name", "first_name", "licence_expiry", "status", "created_at"
+        ),
+    )
 
     first_name: Mapped[str] = mapped_column(String(100))
     last_name: Mapped[str] = mapped_column(String(100))

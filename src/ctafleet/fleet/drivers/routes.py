@@ -6,6 +6,7 @@ from datetime import date
 from fastapi import APIRouter, Depends, Query, Response
 
 from ctafleet.api.etag import if_match_version, versioned
+from ctafleet.api.filters import any_of, values
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
@@ -19,6 +20,8 @@ router = APIRouter(prefix="/drivers", tags=["drivers"])
 SORTING = Sorting(
     fields={
         "last_name": Driver.last_name,
+        "first_name": Driver.first_name,
+        "status": Driver.status,
         "employee_number": Driver.employee_number,
         "licence_expiry": Driver.licence_expiry,
         "created_at": Driver.created_at,
@@ -35,7 +38,7 @@ SORTING = Sorting(
     description=f"Sortable by: {SORTING.describe()}.",
 )
 async def list_drivers(
-    status: DriverStatus | None = None,
+    status: str | None = any_of(DriverStatus),
     licence_expires_before: date | None = None,
     q: str | None = Query(None, min_length=1, max_length=100),
     params: ListParams = Depends(list_params),
@@ -44,7 +47,7 @@ async def list_drivers(
     stmt = await service.list_query(
         session=ctx.session,
         actor=ctx.actor,
-        status=status,
+        status=values(status),
         licence_expires_before=licence_expires_before,
         q=q,
     )

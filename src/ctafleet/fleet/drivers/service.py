@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from datetime import date
 from typing import Any
 
@@ -25,13 +26,13 @@ NULLABLE = frozenset({"email", "phone", "user_id"})
 
 def drivers_query(
     *,
-    status: str | None = None,
+    status: Sequence[str] | None = None,
     licence_expires_before: date | None = None,
     q: str | None = None,
 ) -> Select[Driver]:
     stmt = select(Driver)
     if status:
-        stmt = stmt.where(Driver.status == status)
+        stmt = stmt.where(Driver.status.in_(status))
     if licence_expires_before:
         stmt = stmt.where(Driver.licence_expiry < licence_expires_before)
     if q:

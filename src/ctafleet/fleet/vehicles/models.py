@@ -16,7 +16,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ctafleet.db.base import Base, IdMixin, TenantMixin, TimestampMixin, VersionedMixin, utcnow
+from ctafleet.db.base import (
+    Base,
+    IdMixin,
+    TenantMixin,
+    TimestampMixin,
+    VersionedMixin,
+    sort_indexes,
+    utcnow,
+)
 
 
 class Vehicle(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
@@ -25,6 +33,20 @@ class Vehicle(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
         UniqueConstraint("tenant_id", "vin"),
         UniqueConstraint("tenant_id", "plate", "plate_jurisdiction"),
         Index("ix_vehicles_tenant_status", "tenant_id", "status"),
+        *sort_indexes(
+            "vehicles",
+            "unit_number",
+            "make",
+            "model",
+            "year",
+            "vehicle_type",
+            "department",
+            "fuel_type",
+            "odometer_m",
+            "engine_hours_s",
+            "created_at",
+            "updated_at",
+        ),
     )
 
     unit_number: Mapped[str] = mapped_column(String(32))

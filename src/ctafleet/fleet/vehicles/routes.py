@@ -5,6 +5,7 @@ import uuid
 from fastapi import APIRouter, Depends, Query, Response
 
 from ctafleet.api.etag import if_match_version, versioned
+from ctafleet.api.filters import any_of, values
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
@@ -27,9 +28,16 @@ SORTING = Sorting(
     fields={
         "unit_number": Vehicle.unit_number,
         "plate": Vehicle.plate,
+        "vin": Vehicle.vin,
+        "make": Vehicle.make,
+        "model": Vehicle.model,
         "year": Vehicle.year,
+        "vehicle_type": Vehicle.vehicle_type,
+        "department": Vehicle.department,
         "status": Vehicle.status,
+        "fuel_type": Vehicle.fuel_type,
         "odometer_m": Vehicle.odometer_m,
+        "engine_hours_s": Vehicle.engine_hours_s,
         "created_at": Vehicle.created_at,
         "updated_at": Vehicle.updated_at,
     },
@@ -46,11 +54,12 @@ SORTING = Sorting(
     "unit number, plate or VIN.",
 )
 async def list_vehicles(
-    status: VehicleStatus | None = None,
-    vehicle_type: VehicleType | None = None,
-    department: str | None = Query(None, max_length=100),
-    fuel_type: FuelType | None = None,
-    make: str | None = Query(None, max_length=64),
+    status: str | None = any_of(VehicleStatus),
+    vehicle_type: str | None = any_of(VehicleType),
+    department: str | None = Query(None, max_length=100, description="Any case."),
+    fuel_type: str | None = any_of(FuelType),
+    make: str | None = Query(None, max_length=64, description="Any case."),
+    model: str | None = Query(None, max_length=64, description="Any case."),
     q: str | None = Query(None, min_length=1, max_length=32),
     params: ListParams = Depends(list_params),
     ctx: Ctx = Depends(require(Permission.vehicles_read)),
@@ -58,11 +67,12 @@ async def list_vehicles(
     stmt = await service.list_query(
         session=ctx.session,
         actor=ctx.actor,
-        status=status,
-        vehicle_type=vehicle_type,
+        status=values(status),
+        vehicle_type=values(vehicle_type),
         department=department,
-        fuel_type=fuel_type,
+        fuel_type=values(fuel_type),
         make=make,
+        model=model,
         q=q,
     )
     return await list_response(ctx.session, stmt, params, SORTING, VehicleRead, "vehicles.csv")

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Select, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db import toolkit
@@ -38,24 +39,30 @@ def prefix_pattern(q: str) -> str:
 
 def vehicles_query(
     *,
-    status: str | None = None,
-    vehicle_type: str | None = None,
+    status: Sequence[str] | None = None,
+    vehicle_type: Sequence[str] | None = None,
     department: str | None = None,
-    fuel_type: str | None = None,
+    fuel_type: Sequence[str] | None = None,
     make: str | None = None,
+    model: str | None = None,
     q: str | None = None,
 ) -> Select[Vehicle]:
+    """Filters: any of several values for the enumerations; make, model and department match
+    whatever their case (`ford` finds `Ford`)."""
     stmt = select(Vehicle)
     if status:
-        stmt = stmt.where(Vehicle.status == status)
+        stmt = stmt.where(Vehicle.status.in_(status))
     if vehicle_type:
-        stmt = stmt.where(Vehicle.vehicle_type == vehicle_type)
-    if department:
-        stmt = stmt.where(Vehicle.department == department)
+        stmt = stmt.where(Vehicle.vehicle_type.in_(vehicle_type))
     if fuel_type:
-        stmt = stmt.where(Vehicle.fuel_type == fuel_type)
-    if make:
-        stmt = stmt.where(Vehicle.make == make)
+        stmt = stmt.where(Vehicle.fuel_type.in_(fuel_type))
+    for column, value in (
+        (Vehicle.department, department),
+        (Vehicle.make, make),
+        (Vehicle.model, model),
+    ):
+        if value:
+            stmt = stmt.where(func.lower(column) == value.lower())
     if q:
         pattern = prefix_pattern(q)
         stmt = stmt.where(

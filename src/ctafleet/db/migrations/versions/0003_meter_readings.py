@@ -1,4 +1,5 @@
-"""meter readings: each odometer / engine-hour reading kept with its time and source
+"""meter readings: each odometer / engine-hour reading kept with its time and source;
+indexes for every sortable list field
 
 Revision ID: 0003
 Revises: 0002
@@ -17,6 +18,8 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 TENANT_TABLES = ["meter_readings"]
+# (tenant_id, column) for each field a list may be sorted by: keyset pages stay index scans.
+SORT_INDEXES = {'vehicles': ['unit_number', 'make', 'model', 'year', 'vehicle_type', 'department', 'fuel_type', 'odometer_m', 'engine_hours_s', 'created_at', 'updated_at'], 'drivers': ['last_name', 'first_name', 'licence_expiry', 'status', 'created_at'], 'assignments': ['starts_at', 'created_at'], 'devices': ['name', 'created_at'], 'users': ['role', 'created_at']}
 
 
 def upgrade() -> None:
@@ -60,6 +63,9 @@ def upgrade() -> None:
         batch_op.create_index(
             "ix_meter_readings_vehicle_time", ["vehicle_id", "read_at"], unique=False
         )
+    for table, columns in SORT_INDEXES.items():
+        for column in columns:
+            op.create_index(f"ix_{table}_tenant_{column}", table, ["tenant_id", column])
     if op.get_bind().dialect.name == "postgresql":
         for table in TENANT_TABLES:
             for statement in rls.enable_sql(table):
@@ -71,6 +77,9 @@ def downgrade() -> None:
         for table in TENANT_TABLES:
             for statement in rls.disable_sql(table):
                 op.execute(statement)
+    for table, columns in SORT_INDEXES.items():
+        for column in columns:
+            op.drop_index(f"ix_{table}_tenant_{column}", table_name=table)
     with op.batch_alter_table("meter_readings", schema=None) as batch_op:
         batch_op.drop_index("ix_meter_readings_vehicle_time")
         batch_op.drop_index(batch_op.f("ix_meter_readings_tenant_id"))
