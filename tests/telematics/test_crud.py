@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ctafleet.telematics import routes as device_routes
 from tests.kit.crud import CrudCase
 from tests.kit.factories import device_body
 
@@ -13,4 +14,4 @@ class TestDevices(CrudCase):
     change = {"name": "Tracker, van 12", "protocol": "json"}
     readers = {"admin", "fleet_manager", "dispatcher", "mechanic", "viewer", "auditor"}
     writers = {"admin", "fleet_manager"}
-    sort_fields = ("unique_id", "created_at")
+    sort_fields = tuple(device_routes.SORTING.fields)

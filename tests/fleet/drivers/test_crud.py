@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ctafleet.fleet.drivers import routes as driver_routes
 from tests.kit.crud import CrudCase
 from tests.kit.factories import driver_body
 
@@ -14,4 +15,4 @@ class TestDrivers(CrudCase):
     readers = {"admin", "fleet_manager", "dispatcher", "driver", "viewer", "auditor"}
     writers = {"admin", "fleet_manager"}
     own_records = {"driver"}
-    sort_fields = ("last_name", "employee_number", "licence_expiry", "created_at")
+    sort_fields = tuple(driver_routes.SORTING.fields)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ctafleet.fleet.vehicles import routes as vehicle_routes
 from tests.kit.crud import ALL_ROLES, CrudCase
 from tests.kit.factories import vehicle_body
 
@@ -14,12 +15,4 @@ class TestVehicles(CrudCase):
     readers = set(ALL_ROLES)
     writers = {"admin", "fleet_manager"}
     own_records = {"driver"}
-    sort_fields = (
-        "unit_number",
-        "plate",
-        "year",
-        "status",
-        "odometer_m",
-        "created_at",
-        "updated_at",
-    )
+    sort_fields = tuple(vehicle_routes.SORTING.fields)
