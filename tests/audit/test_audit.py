@@ -8,6 +8,7 @@ import json
 from ctafleet.db.audit import REDACTED, diff, is_secret_field
 from tests.auth.helpers import audit_events, bearer, enrol_totp, login_ok, unique_email
 from tests.kit.app import PASSWORD, Api
+from tests.kit.factories import vehicle_body
 from tests.kit.problems import assert_problem
 
 AUDIT = "/api/v1/audit-events"
@@ -148,3 +149,56 @@ def test_diff_redacts_every_secret_looking_field() -> None:
     for name in ("password_hash", "totp_secret", "credential_hash", "refresh_token"):
         assert is_secret_field(name), name
     assert not is_secret_field("email")
+
+
+async def test_events_name_their_actor(api: Api) -> None:
+    t = await api.tenant(roles=["admin", "auditor"])
+    admin = t.users["admin"]
+    r = await api.client.patch("/api/v1/tenant", json={"name": "Renamed"}, headers=t.headers())
+    assert r.status_code == 200, r.text
+    r = await api.client.get(
+        AUDIT, params={"entity_type": "tenant", "action": "update"}, headers=t.headers("auditor")
+    )
+    (event,) = r.json()["data"]
+    assert event["actor_user_id"] == str(admin.id)
+    assert event["actor_email"] == admin.email
+    assert event["actor_name"] == admin.full_name
+    r = await api.client.get(
+        AUDIT,
+        params={"entity_type": "tenant", "format": "csv"},
+        headers=t.headers("auditor"),
+    )
+    assert admin.email in r.text
+    # The platform's own events (tenant creation) have no user to name.
+    r = await api.client.get(
+        AUDIT, params={"entity_type": "tenant", "action": "create"}, headers=t.headers("auditor")
+    )
+    (created,) = r.json()["data"]
+    assert created["actor_email"] is None
+
+
+async def test_fleet_managers_read_the_fleets_audit_only(api: Api) -> None:
+    t = await api.tenant(roles=["admin", "fleet_manager"])
+    r = await api.client.post(
+        "/api/v1/vehicles", json=vehicle_body(), headers=t.headers("fleet_manager")
+    )
+    vehicle = r.json()
+    await api.client.patch("/api/v1/tenant", json={"name": "Renamed"}, headers=t.headers())
+    r = await api.client.get(AUDIT, params={"limit": 500}, headers=t.headers("fleet_manager"))
+    assert r.status_code == 200, r.text
+    kinds = {e["entity_type"] for e in r.json()["data"]}
+    assert "vehicle" in kinds
+    assert not kinds & {"user", "session", "tenant"}, kinds
+    r = await api.client.get(
+        AUDIT, params={"entity_type": "user"}, headers=t.headers("fleet_manager")
+    )
+    assert r.json()["data"] == []
+    r = await api.client.get(
+        AUDIT,
+        params={"entity_type": "vehicle", "entity_id": vehicle["id"]},
+        headers=t.headers("fleet_manager"),
+    )
+    assert [e["action"] for e in r.json()["data"]] == ["create"]
+    # The admin still sees everything.
+    r = await api.client.get(AUDIT, params={"limit": 500}, headers=t.headers())
+    assert {"user", "tenant", "vehicle"} <= {e["entity_type"] for e in r.json()["data"]}

@@ -9,7 +9,7 @@ import io
 import json
 import math
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Generic, TypeVar
@@ -222,9 +222,15 @@ async def paginate(
     return rows, PageInfo(next_cursor=next_cursor, has_more=has_more)
 
 
-def read_columns(stmt: Select[Any], schema: type[BaseModel]) -> list[str] | None:
-    """The names of `schema`'s fields when `stmt` selects one table's rows and every field is
-    one of its columns; None otherwise (the list is then read as ORM objects)."""
+# Fills in a page's computed fields (names of users, say), one query for the whole page.
+AddFields = Callable[[AsyncSession, list[dict[str, Any]]], Awaitable[None]]
+
+
+def read_columns(
+    stmt: Select[Any], schema: type[BaseModel], computed: Sequence[str] = ()
+) -> list[str] | None:
+    """The names of `schema`'s fields (but the `computed` ones) when `stmt` selects one
+    table's rows and each is one of its columns; None otherwise (read as ORM objects)."""
     descriptions = stmt.column_descriptions
     if len(descriptions) != 1:
         return None
@@ -232,7 +238,7 @@ def read_columns(stmt: Select[Any], schema: type[BaseModel]) -> list[str] | None
     if entity is None or descriptions[0].get("expr") is not entity:
         return None
     table = entity.__table__
-    names = list(schema.model_fields)
+    names = [name for name in schema.model_fields if name not in computed]
     return names if all(name in table.c for name in names) else None
 
 
@@ -272,6 +278,8 @@ def stream_all(
     *,
     page_size: int = MAX_LIMIT,
     schema: type[BaseModel] | None = None,
+    computed: Sequence[str] = (),
+    add: AddFields | None = None,
 ) -> AsyncIterator[Any]:
     """Every row of the list, page by page (used by CSV export): ORM objects, or with
     `schema` plain rows of its fields.
@@ -280,7 +288,7 @@ def stream_all(
     200 status, and a bad request could only break the download half-way.
     """
     _resolve_sort(params, sorting)
-    columns = read_columns(stmt, schema) if schema is not None else None
+    columns = read_columns(stmt, schema, computed) if schema is not None else None
 
     async def rows() -> AsyncIterator[Any]:
         page = ListParams(limit=page_size, cursor=None, sort=params.sort, format="json")
@@ -289,9 +297,11 @@ def stream_all(
                 batch, info = await page_rows(session, stmt, page, sorting, columns)
             elif schema is not None:
                 objects, info = await paginate(session, stmt, page, sorting)
-                batch = [schema.model_validate(o).model_dump() for o in objects]
+                batch = [_plain_row(schema, o, computed) for o in objects]
             else:
                 batch, info = await paginate(session, stmt, page, sorting)
+            if add is not None:
+                await add(session, batch)
             for row in batch:
                 yield row
             if not info.has_more:
@@ -372,6 +382,10 @@ def json_response(content: Any, status_code: int = 200, headers: Any = None) -> 
     )
 
 
+def _plain_row(schema: type[BaseModel], obj: Any, computed: Sequence[str]) -> dict[str, Any]:
+    return {name: None if name in computed else getattr(obj, name) for name in schema.model_fields}
+
+
 async def list_response(
     session: AsyncSession,
     stmt: Select[Any],
@@ -379,6 +393,9 @@ async def list_response(
     sorting: Sorting,
     schema: type[BaseModel],
     filename: str,
+    *,
+    computed: Sequence[str] = (),
+    add: AddFields | None = None,
 ) -> Response:
     """A list route's answer: one page as `Page[schema]`, or every row as CSV.
 
@@ -386,14 +403,20 @@ async def list_response(
     read as plain tuples and rendered straight to JSON: no ORM objects, no model validation.
     """
     if params.format == "csv":
-        rows = stream_all(session, stmt, params, sorting, schema=schema)
+        rows = stream_all(session, stmt, params, sorting, schema=schema, computed=computed, add=add)
         return csv_response(rows, list(schema.model_fields), filename, session)
-    columns = read_columns(stmt, schema)
+    columns = read_columns(stmt, schema, computed)
     if columns is None:
         objects, info = await paginate(session, stmt, params, sorting)
-        data = [schema.model_validate(o).model_dump() for o in objects]
+        data = [_plain_row(schema, o, computed) for o in objects]
     else:
         data, info = await page_rows(session, stmt, params, sorting, columns)
+    if add is not None:
+        await add(session, data)
+    # In the schema's order, as pydantic would render them.
+    if computed:
+        order = list(schema.model_fields)
+        data = [{name: row.get(name) for name in order} for row in data]
     total = None
     if params.count:
         counted = select(func.count()).select_from(stmt.order_by(None).subquery())

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime
 
 from ctafleet.api.pagination import (
     ListParams,
@@ -14,26 +13,12 @@ from ctafleet.api.pagination import (
     list_response,
 )
 from ctafleet.audit import service
+from ctafleet.audit.schemas import AuditEventRead
 from ctafleet.auth.deps import Ctx, require
-from ctafleet.auth.permissions import Permission
+from ctafleet.auth.permissions import Permission, allowed
 from ctafleet.db.audit import AuditEvent
 
 router = APIRouter(prefix="/audit-events", tags=["audit"])
-
-
-class AuditEventRead(BaseModel):
-    model_config = ConfigDict(from_attributes=True)
-
-    id: uuid.UUID
-    occurred_at: datetime
-    actor_user_id: uuid.UUID | None
-    actor_role: str | None
-    action: str
-    entity_type: str
-    entity_id: str | None
-    changes: dict[str, object]
-    request_id: str | None
-    client_ip: str | None
 
 
 SORTING = Sorting(
@@ -41,7 +26,13 @@ SORTING = Sorting(
 )
 
 
-@router.get("", response_model=Page[AuditEventRead], summary="The audit log (newest first)")
+@router.get(
+    "",
+    response_model=Page[AuditEventRead],
+    summary="The audit log (newest first)",
+    description="Admins and auditors read all of it; fleet managers the events of fleet "
+    "objects (vehicles, drivers, assignments, devices, meter readings).",
+)
 async def list_events(
     entity_type: str | None = Query(None, max_length=64),
     entity_id: str | None = Query(None, max_length=64),
@@ -50,9 +41,10 @@ async def list_events(
     since: AwareDatetime | None = None,
     until: AwareDatetime | None = None,
     params: ListParams = Depends(list_params),
-    ctx: Ctx = Depends(require(Permission.audit_read)),
+    ctx: Ctx = Depends(require(Permission.audit_read_fleet)),
 ) -> object:
     stmt = service.list_query(
+        fleet_only=not allowed(ctx.actor.role, Permission.audit_read),
         entity_type=entity_type,
         entity_id=entity_id,
         actor_user_id=actor_user_id,
@@ -61,5 +53,12 @@ async def list_events(
         until=until,
     )
     return await list_response(
-        ctx.session, stmt, params, SORTING, AuditEventRead, "audit-events.csv"
+        ctx.session,
+        stmt,
+        params,
+        SORTING,
+        AuditEventRead,
+        "audit-events.csv",
+        computed=("actor_email", "actor_name"),
+        add=service.add_actors,
     )

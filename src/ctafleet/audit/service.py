@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import Select, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from ctafleet.auth import users
 from ctafleet.db.audit import AuditEvent
+
+# What a fleet manager may read of the log: the fleet's objects, not users, sessions, settings.
+FLEET_ENTITIES = frozenset({"vehicle", "driver", "assignment", "device", "meter_reading"})
 
 
 def list_query(
@@ -18,8 +24,11 @@ def list_query(
     action: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
+    fleet_only: bool = False,
 ) -> Select[AuditEvent]:
     stmt = select(AuditEvent)
+    if fleet_only:
+        stmt = stmt.where(AuditEvent.entity_type.in_(sorted(FLEET_ENTITIES)))
     if entity_type:
         stmt = stmt.where(AuditEvent.entity_type == entity_type)
     if entity_id:
@@ -33,3 +42,12 @@ def list_query(
     if until:
         stmt = stmt.where(AuditEvent.occurred_at < until)
     return stmt
+
+
+async def add_actors(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Names the acting users of a page of events (one query for the page)."""
+    ids = {r["actor_user_id"] for r in rows if r.get("actor_user_id") is not None}
+    names = await users.names(session=session, user_ids=ids)
+    for row in rows:
+        found = names.get(row["actor_user_id"]) if row.get("actor_user_id") else None
+        row["actor_email"], row["actor_name"] = found if found else (None, None)

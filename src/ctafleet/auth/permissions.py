@@ -17,6 +17,7 @@ class Permission(StrEnum):
     users_read = "users:read"
     users_manage = "users:manage"
     audit_read = "audit:read"
+    audit_read_fleet = "audit:read-fleet"
     vehicles_read = "vehicles:read"
     vehicles_write = "vehicles:write"
     vehicles_meters = "vehicles:meters"
@@ -36,6 +37,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.users_read: "List and read users.",
     Permission.users_manage: "Create users, change roles, deactivate, reset MFA.",
     Permission.audit_read: "Read the audit log.",
+    Permission.audit_read_fleet: "Read the audit log of fleet objects (vehicles, drivers, "
+    "assignments, devices, meter readings), not of users, sessions or settings.",
     Permission.vehicles_read: "List and read vehicles.",
     Permission.vehicles_write: "Create, update and retire vehicles, correct meters.",
     Permission.vehicles_meters: "Record odometer and engine-hour readings.",
@@ -67,6 +70,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.drivers_write,
             Permission.assignments_write,
             Permission.devices_manage,
+            Permission.audit_read_fleet,
         }
     ),
     Role.dispatcher: frozenset(_READ_FLEET | {Permission.assignments_write}),
@@ -88,7 +92,9 @@ MATRIX: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.viewer: frozenset(_READ_FLEET),
-    Role.auditor: frozenset(_READ_FLEET | {Permission.users_read, Permission.audit_read}),
+    Role.auditor: frozenset(
+        _READ_FLEET | {Permission.users_read, Permission.audit_read, Permission.audit_read_fleet}
+    ),
 }
 
 # Roles whose reads are limited to their own records (the driver linked to the user).

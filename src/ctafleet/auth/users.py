@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 
 from sqlalchemy import Select, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,6 +31,19 @@ def users_query(*, role: str | None = None, is_active: bool | None = None) -> Se
     if is_active is not None:
         stmt = stmt.where(User.is_active == is_active)
     return stmt
+
+
+async def names(
+    *, session: AsyncSession, user_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, tuple[str, str]]:
+    """E-mail and full name of these users of the session's tenant, by id."""
+    wanted = list(user_ids)
+    if not wanted:
+        return {}
+    rows = await toolkit.rows(
+        session, select(User.id, User.email, User.full_name).where(User.id.in_(wanted))
+    )
+    return {r.id: (r.email, r.full_name) for r in rows}
 
 
 async def get_user(*, session: AsyncSession, actor: Actor, user_id: uuid.UUID) -> User:

@@ -66,7 +66,7 @@ async def get(
     return obj
 
 
-async def rows(session: AsyncSession, stmt: Select[Any]) -> Sequence[Row[Any]]:
+async def rows(session: AsyncSession, stmt: Select[*tuple[Any, ...]]) -> Sequence[Row[Any]]:
     """The result of a select as plain rows, for reading only: `select(Vehicle)` gives rows
     of the table's columns, not `Vehicle` objects.
 
