@@ -11,10 +11,12 @@ from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.vehicles import service
+from ctafleet.fleet.vehicles.models import MeterReading as MeterReadingRow
 from ctafleet.fleet.vehicles.models import Vehicle
 from ctafleet.fleet.vehicles.schemas import (
     FuelType,
     MeterReading,
+    MeterReadingRead,
     VehicleCreate,
     VehicleRead,
     VehicleStatus,
@@ -111,6 +113,31 @@ async def update_vehicle(
         session=ctx.session, actor=ctx.actor, vehicle_id=vehicle_id, data=body, if_match=if_match
     )
     return versioned(response, vehicle)
+
+
+READING_SORTING = Sorting(
+    fields={"read_at": MeterReadingRow.read_at, "created_at": MeterReadingRow.created_at},
+    default="-read_at",
+    tiebreak=MeterReadingRow.id,
+)
+
+
+@router.get(
+    "/{vehicle_id}/meters",
+    response_model=Page[MeterReadingRead],
+    summary="The vehicle's meter readings, newest first, with their source and corrections",
+    description=f"Sortable by: {READING_SORTING.describe()}.",
+)
+async def list_meters(
+    vehicle_id: uuid.UUID,
+    params: ListParams = Depends(list_params),
+    ctx: Ctx = Depends(require(Permission.vehicles_read)),
+) -> object:
+    await service.get_vehicle(session=ctx.session, actor=ctx.actor, vehicle_id=vehicle_id)
+    stmt = service.readings_query(vehicle_id=vehicle_id)
+    return await list_response(
+        ctx.session, stmt, params, READING_SORTING, MeterReadingRead, "meter-readings.csv"
+    )
 
 
 @router.post(

@@ -7,7 +7,7 @@ from typing import Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from ctafleet.kernel.money import MAX_MINOR, validate_currency
-from ctafleet.kernel.schemas import IsoDate, ReadModel, Strict
+from ctafleet.kernel.schemas import IsoDate, ReadModel, Strict, UtcDatetime
 
 VehicleStatus = Literal["active", "in_shop", "out_of_service", "retired"]
 VehicleType = Literal[
@@ -106,6 +106,10 @@ class VehicleUpdate(Strict):
     notes: str | None = Field(None, max_length=5000)
     odometer_m: int | None = Field(None, ge=0, le=MAX_ODOMETER_M)
     engine_hours_s: int | None = Field(None, ge=0, le=MAX_ENGINE_S)
+    corrects_reading_id: uuid.UUID | None = Field(
+        None,
+        description="With meter_correction_reason: the reading (GET .../meters) this fixes.",
+    )
     meter_correction_reason: str | None = Field(
         None,
         min_length=3,
@@ -119,9 +123,21 @@ class VehicleUpdate(Strict):
     )
 
 
+MeterSource = Literal["manual", "device", "fuel", "work_order"]
+
+
 class MeterReading(Strict):
     odometer_m: int | None = Field(None, ge=0, le=MAX_ODOMETER_M)
     engine_hours_s: int | None = Field(None, ge=0, le=MAX_ENGINE_S)
+    read_at: UtcDatetime | None = Field(
+        None, description="When the meter showed this (default: now); may be in the past."
+    )
+    source: MeterSource = Field(
+        "manual",
+        description="Where the value comes from: read by a person, a telematics "
+        "device, a fuel purchase, a work order.",
+    )
+    note: str = Field("", max_length=500)
 
     @model_validator(mode="after")
     def _one(self) -> Self:
@@ -157,3 +173,16 @@ class VehicleRead(ReadModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class MeterReadingRead(ReadModel):
+    id: uuid.UUID
+    vehicle_id: uuid.UUID
+    read_at: datetime
+    odometer_m: int | None
+    engine_hours_s: int | None
+    source: str = Field(description="manual, device, fuel, work_order, or correction.")
+    corrects_id: uuid.UUID | None = Field(description="The reading a correction fixes.")
+    note: str
+    recorded_by: uuid.UUID | None
+    created_at: datetime

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Select, func, or_, select
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from ctafleet.db import toolkit
 from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet import visibility
+from ctafleet.fleet.vehicles import models
 from ctafleet.fleet.vehicles.models import Vehicle
 from ctafleet.fleet.vehicles.schemas import MeterReading, VehicleCreate, VehicleUpdate
 from ctafleet.fleet.vehicles.vin import validate_vin
@@ -114,7 +116,21 @@ async def create_vehicle(*, session: AsyncSession, actor: Actor, data: VehicleCr
 
     await recheck()
     vehicle = Vehicle(**values)
-    return await toolkit.create(session, actor, vehicle, entity=ENTITY, recheck=recheck)
+    await toolkit.create(session, actor, vehicle, entity=ENTITY, recheck=recheck, commit_now=False)
+    if vehicle.odometer_m or vehicle.engine_hours_s:
+        # The meters it arrives with start its history.
+        first = models.MeterReading(
+            vehicle_id=vehicle.id,
+            read_at=actor.now(),
+            odometer_m=vehicle.odometer_m,
+            engine_hours_s=vehicle.engine_hours_s,
+            source="manual",
+            note="at registration",
+            recorded_by=actor.user_id,
+        )
+        session.add(first)
+    await toolkit.commit(session, what="the vehicle", recheck=recheck)
+    return vehicle
 
 
 async def get_vehicle(
@@ -140,6 +156,11 @@ async def update_vehicle(
     toolkit.check_version(vehicle.version, if_match)
     changes = data.model_dump(exclude_unset=True)
     reason = changes.pop("meter_correction_reason", None)
+    corrects = changes.pop("corrects_reading_id", None)
+    if corrects is not None and not reason:
+        raise Invalid(
+            "corrects_reading_id", "corrects_reading_id goes with meter_correction_reason"
+        )
     for key, value in changes.items():
         if value is None and key not in NULLABLE:
             raise Invalid(key, f"{key} cannot be null")
@@ -183,6 +204,8 @@ async def update_vehicle(
         )
 
     await recheck()
+    if corrected:
+        await _record_correction(session, actor, vehicle, changes, reason or "", corrects)
     return await toolkit.update(
         session,
         actor,
@@ -196,26 +219,122 @@ async def update_vehicle(
     )
 
 
+FUTURE_SKEW = timedelta(minutes=5)  # a device clock slightly ahead is not a future reading
+
+
+def readings_query(*, vehicle_id: uuid.UUID) -> Select[models.MeterReading]:
+    return select(models.MeterReading).where(models.MeterReading.vehicle_id == vehicle_id)
+
+
+async def _neighbours(
+    session: AsyncSession, vehicle_id: uuid.UUID, meter: str, at: datetime, since: datetime | None
+) -> tuple[int | None, int | None]:
+    """The highest value of `meter` read before `at`, and the lowest read after it, among the
+    readings since the last correction (a correction restarts the history it is held to)."""
+    column = getattr(models.MeterReading, meter)
+    base = select(column).where(
+        models.MeterReading.vehicle_id == vehicle_id,
+        column.is_not(None),
+        models.MeterReading.source != "correction",
+    )
+    if since is not None:
+        base = base.where(models.MeterReading.read_at > since)
+    before = await session.scalar(
+        base.where(models.MeterReading.read_at <= at).order_by(column.desc()).limit(1)
+    )
+    after = await session.scalar(
+        base.where(models.MeterReading.read_at > at).order_by(column.asc()).limit(1)
+    )
+    return before, after
+
+
+async def _record_correction(
+    session: AsyncSession,
+    actor: Actor,
+    vehicle: Vehicle,
+    changes: dict[str, Any],
+    reason: str,
+    corrects: uuid.UUID | None,
+) -> None:
+    if corrects is not None:
+        fixed = await toolkit.get(
+            session, actor, models.MeterReading, corrects, entity="meter reading"
+        )
+        if fixed.vehicle_id != vehicle.id:
+            raise Invalid("corrects_reading_id", "that reading is of another vehicle")
+    correction = models.MeterReading(
+        vehicle_id=vehicle.id,
+        read_at=actor.now(),
+        odometer_m=changes.get("odometer_m"),
+        engine_hours_s=changes.get("engine_hours_s"),
+        source="correction",
+        corrects_id=corrects,
+        note=reason,
+        recorded_by=actor.user_id,
+    )
+    await toolkit.create(session, actor, correction, entity="meter_reading", commit_now=False)
+
+
 async def record_meters(
     *, session: AsyncSession, actor: Actor, vehicle_id: uuid.UUID, data: MeterReading
 ) -> Vehicle:
-    """A reading: meters only go forward here (a correction is an update with a reason)."""
+    """A reading, kept in the vehicle's meter history. Meters only go forward in time: a value
+    below one read earlier (or above one read later) is refused; a correction is an update
+    with a reason. The vehicle's meters follow its latest reading."""
     vehicle = await get_vehicle(
         session=session, actor=actor, vehicle_id=vehicle_id, for_update=True
     )
+    now = actor.now()
+    read_at = data.read_at or now
+    if read_at > now + FUTURE_SKEW:
+        raise Invalid("read_at", "read_at is in the future", slug="validation-error")
+    history = select(func.max(models.MeterReading.read_at)).where(
+        models.MeterReading.vehicle_id == vehicle.id
+    )
+    latest = await session.scalar(history)
+    corrected_at = await session.scalar(history.where(models.MeterReading.source == "correction"))
+    if corrected_at is not None and read_at < corrected_at:
+        raise Invalid(
+            "read_at",
+            f"the meters were corrected at {corrected_at.isoformat()}; a reading from before "
+            "then cannot be added",
+            slug="meter-rollback",
+        )
+    is_latest = latest is None or read_at >= latest
     changes: dict[str, int] = {}
     for meter in METERS:
         value = getattr(data, meter)
         if value is None:
             continue
-        if value < getattr(vehicle, meter):
+        before, after = await _neighbours(session, vehicle.id, meter, read_at, corrected_at)
+        floor = max(
+            v for v in (before, getattr(vehicle, meter) if is_latest else None, 0) if v is not None
+        )
+        if value < floor:
             raise Invalid(
                 meter,
-                f"{meter} {value} is below the current {getattr(vehicle, meter)}; a correction "
-                "needs PATCH with meter_correction_reason",
+                f"{meter} {value} is below the {floor} already read; a correction needs PATCH "
+                "with meter_correction_reason",
                 slug="meter-rollback",
             )
-        changes[meter] = value
-    return await toolkit.update(
-        session, actor, vehicle, changes, entity=ENTITY, action="meter_reading"
+        if after is not None and value > after:
+            raise Invalid(
+                meter,
+                f"{meter} {value} is above the {after} read later; check read_at",
+                slug="meter-rollback",
+            )
+        if is_latest:
+            changes[meter] = value
+    reading = models.MeterReading(
+        vehicle_id=vehicle.id,
+        read_at=read_at,
+        odometer_m=data.odometer_m,
+        engine_hours_s=data.engine_hours_s,
+        source=data.source,
+        note=data.note,
+        recorded_by=actor.user_id,
     )
+    await toolkit.create(session, actor, reading, entity="meter_reading", commit_now=False)
+    await toolkit.update(session, actor, vehicle, changes, entity=ENTITY, action="meter_reading")
+    await toolkit.commit(session, what="the reading")
+    return vehicle
