@@ -292,3 +292,26 @@ async def test_demo_credentials_log_in(tmp_path: Path, monkeypatch: pytest.Monke
             assert len(r.json()["data"]) == 1
     finally:
         await app.state.ctafleet.db.dispose()
+
+
+@pytest.mark.slow
+def test_demo_seeds_a_large_fleet_in_bulk(data_dir: Path) -> None:
+    """5,000 vehicles with drivers, assignments and devices (in seconds; bench-free: the time
+    is printed, not asserted)."""
+    import time
+
+    started = time.perf_counter()
+    result = run("demo", "--no-serve", "--vehicles", "5000")
+    elapsed = time.perf_counter() - started
+    assert result.exit_code == 0, result.output
+    counts = {
+        table: db_rows(data_dir, f"SELECT count(*) FROM {table}")[0][0]  # noqa: S608
+        for table in ("vehicles", "drivers", "assignments", "devices", "meter_readings")
+    }
+    assert counts == dict.fromkeys(counts, 5000), counts
+    created = db_rows(
+        data_dir, "SELECT entity_type, count(*) FROM audit_events GROUP BY entity_type"
+    )
+    expected = {"vehicle": 5000, "driver": 5000, "assignment": 5000, "device": 5000}
+    assert dict(created) == {**expected, "tenant": 1, "user": 7}  # type: ignore[arg-type]
+    print(f"demo --vehicles 5000: {elapsed:.1f} s")

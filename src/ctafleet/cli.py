@@ -27,11 +27,15 @@ tenants_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
 users_app = typer.Typer(help="Users of a tenant.", no_args_is_help=True)
 config_app = typer.Typer(help="Settings: validate, generate the reference.", no_args_is_help=True)
 permissions_app = typer.Typer(help="Roles and permissions.", no_args_is_help=True)
+fleet_app = typer.Typer(
+    help="Fleet data: import vehicles and drivers from CSV.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 app.add_typer(permissions_app, name="permissions")
+app.add_typer(fleet_app, name="fleet")
 app.add_typer(backup_app, name="backup")
 app.add_typer(dr_app, name="dr")
 
@@ -329,6 +333,62 @@ def users_create(
     except DomainError as exc:
         raise _fail(exc.detail) from None
     typer.echo(f"created user {user.email} ({user.role}) in {tenant}")
+
+
+@fleet_app.command("import")
+def fleet_import(
+    kind: Annotated[str, typer.Argument(help="vehicles or drivers.")],
+    file: Annotated[
+        Path, typer.Argument(help="CSV file with a header row.", exists=True, dir_okay=False)
+    ],
+    tenant: Annotated[str, typer.Option(help="Tenant slug.")],
+    dry_run: Annotated[bool, typer.Option(help="Check and count; write nothing.")] = False,
+) -> None:
+    """Import a CSV file: every row or none, matched on VIN or employee number."""
+    from ctafleet.db.engine import Database
+    from ctafleet.fleet import imports
+    from ctafleet.kernel.context import Actor
+    from ctafleet.kernel.errors import DomainError
+    from ctafleet.tenants.service import find_tenant
+
+    if kind not in ("vehicles", "drivers"):
+        raise _fail("the kind is vehicles or drivers")
+    settings = _settings()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise _fail(f"{file} is not UTF-8 text (byte {exc.start})") from None
+    run_import = imports.import_vehicles if kind == "vehicles" else imports.import_drivers
+
+    async def run() -> Any:
+        db = Database(settings.database_url, settings)
+        try:
+            async with db.system_session() as session:
+                found = await find_tenant(session=session, slug=tenant)
+            if found is None:
+                raise _fail(f"no tenant {tenant!r}")
+            actor = Actor.system(found.id)
+            async with db.session(actor) as session:
+                return await run_import(session=session, actor=actor, text=text, dry_run=dry_run)
+        finally:
+            await db.dispose()
+
+    try:
+        result = asyncio.run(run())
+    except imports.ImportRefused as exc:
+        for error in exc.errors[:200]:
+            where = f"row {error.row}" + (f", {error.field}" if error.field else "")
+            typer.secho(f"  {where}: {error.message}", fg=typer.colors.RED, err=True)
+        if len(exc.errors) > 200:
+            typer.echo(f"  ... and {len(exc.errors) - 200} more", err=True)
+        raise _fail(exc.detail) from None
+    except DomainError as exc:
+        raise _fail(exc.detail) from None
+    verb = "would import" if dry_run else "imported"
+    typer.echo(
+        f"{verb} {kind}: {result.created} created, {result.updated} updated, "
+        f"{result.unchanged} unchanged"
+    )
 
 
 # --- config and docs ---------------------------------------------------------------------

@@ -7,26 +7,28 @@ import os
 import random
 import secrets
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.auth.schemas import UserCreate
 from ctafleet.auth.users import create_user
 from ctafleet.config import Settings
+from ctafleet.db import toolkit
 from ctafleet.db.engine import Database
-from ctafleet.fleet.assignments.schemas import AssignmentCreate
-from ctafleet.fleet.assignments.service import create_assignment
+from ctafleet.fleet.assignments.models import Assignment
+from ctafleet.fleet.drivers.models import Driver
 from ctafleet.fleet.drivers.schemas import DriverCreate
-from ctafleet.fleet.drivers.service import create_driver
+from ctafleet.fleet.vehicles.models import MeterReading, Vehicle
 from ctafleet.fleet.vehicles.schemas import VehicleCreate
-from ctafleet.fleet.vehicles.service import create_vehicle
 from ctafleet.fleet.vehicles.vin import check_digit
 from ctafleet.kernel.clock import Clock
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.roles import Role
-from ctafleet.telematics.schemas import DeviceCreate
-from ctafleet.telematics.service import create_device
+from ctafleet.telematics.models import Device
+from ctafleet.telematics.service import new_credential
 from ctafleet.tenants.service import create_tenant, find_tenant
 
 DEMO_SLUG = "demo"
@@ -98,6 +100,101 @@ def _write_private(path: Path, data: Any) -> None:
         json.dump(data, fh, indent=2)
 
 
+async def _fleet(
+    session: AsyncSession,
+    actor: Actor,
+    rng: random.Random,
+    count: int,
+    driver_user: uuid.UUID,
+    now: datetime,
+) -> list[dict[str, str]]:
+    """Vehicles, drivers, assignments and devices, made in bulk (one flush each, with their
+    audit events): seeding thousands takes seconds, not one round of checks per object."""
+    vehicles, drivers, assignments, devices, creds = [], [], [], [], []
+    for i in range(count):
+        make, model, vtype, fuel, tank = _MODELS[i % len(_MODELS)]
+        data = VehicleCreate(
+            unit_number=f"U-{100 + i}",
+            vin=make_vin(rng),
+            plate=f"DEM{1000 + i}",
+            plate_jurisdiction="US-IL",
+            make=make,
+            model=model,
+            year=rng.randint(2012, 2025),
+            vehicle_type=vtype,
+            fuel_type=fuel,
+            tank_capacity_l=tank,
+            department=rng.choice(_DEPARTMENTS),
+            status="in_shop" if i % 17 == 5 else "active",
+            odometer_m=rng.randint(5_000, 250_000) * 1000,
+            engine_hours_s=rng.randint(200, 9000) * 3600,
+            purchase_date=date(2020, 1, 1) + timedelta(days=rng.randint(0, 1800)),
+            purchase_cost_minor=rng.randint(25_000, 180_000) * 100,
+            purchase_currency="USD",
+            home_name="Central Yard",
+            home_lat=41.8781 + rng.uniform(-0.05, 0.05),
+            home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
+        )
+        vehicle = Vehicle(id=uuid.uuid4(), **data.model_dump())
+        driver = Driver(
+            id=uuid.uuid4(),
+            **DriverCreate(
+                first_name=rng.choice(_FIRST),
+                last_name=rng.choice(_LAST),
+                employee_number=f"E{5000 + i}",
+                licence_number=f"D{rng.randint(10**8, 10**9 - 1)}",
+                licence_class="CDL-B" if vtype == "heavy_truck" else "D",
+                licence_jurisdiction="US-IL",
+                licence_expiry=date.today() + timedelta(days=rng.randint(-20, 1500)),
+                user_id=driver_user if i == 0 else None,
+            ).model_dump(),
+        )
+        vehicles.append(vehicle)
+        drivers.append(driver)
+        assignments.append(
+            Assignment(
+                vehicle_id=vehicle.id,
+                driver_id=driver.id,
+                starts_at=now - timedelta(days=rng.randint(1, 90)),
+            )
+        )
+        secret, hashed, prefix = new_credential()
+        devices.append(
+            Device(
+                unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+                name=f"Tracker {vehicle.unit_number}",
+                protocol="osmand",
+                vehicle_id=vehicle.id,
+                credential_hash=hashed,
+                credential_prefix=prefix,
+                credential_rotated_at=now,
+            )
+        )
+        creds.append(
+            {
+                "unique_id": devices[-1].unique_id,
+                "credential": secret,
+                "vehicle_id": str(vehicle.id),
+            }
+        )
+    await toolkit.create_many(session, actor, vehicles, entity="vehicle")
+    await toolkit.create_many(session, actor, drivers, entity="driver")
+    await toolkit.create_many(session, actor, assignments, entity="assignment")
+    await toolkit.create_many(session, actor, devices, entity="device")
+    session.add_all(
+        MeterReading(
+            vehicle_id=v.id,
+            read_at=now,
+            odometer_m=v.odometer_m,
+            engine_hours_s=v.engine_hours_s,
+            source="manual",
+            note="at registration",
+        )
+        for v in vehicles
+    )
+    return creds
+
+
 async def seed(
     db: Database, settings: Settings, clock: Clock, *, vehicles: int = 50, seed_value: int = 7
 ) -> dict[str, Any]:
@@ -141,75 +238,8 @@ async def seed(
             users.append({"role": role.value, "email": email, "password": password})
         admin = created[Role.admin]
         actor = Actor(tenant_id=tenant.id, user_id=admin.id, role=Role.admin.value, clock=clock)
-        device_creds = []
-        for i in range(vehicles):
-            make, model, vtype, fuel, tank = _MODELS[i % len(_MODELS)]
-            vehicle = await create_vehicle(
-                session=session,
-                actor=actor,
-                data=VehicleCreate(
-                    unit_number=f"U-{100 + i}",
-                    vin=make_vin(rng),
-                    plate=f"DEM{1000 + i}",
-                    plate_jurisdiction="US-IL",
-                    make=make,
-                    model=model,
-                    year=rng.randint(2012, 2025),
-                    vehicle_type=vtype,
-                    fuel_type=fuel,
-                    tank_capacity_l=tank,
-                    department=rng.choice(_DEPARTMENTS),
-                    status="in_shop" if i % 17 == 5 else "active",
-                    odometer_m=rng.randint(5_000, 250_000) * 1000,
-                    engine_hours_s=rng.randint(200, 9000) * 3600,
-                    purchase_date=date(2020, 1, 1) + timedelta(days=rng.randint(0, 1800)),
-                    purchase_cost_minor=rng.randint(25_000, 180_000) * 100,
-                    purchase_currency="USD",
-                    home_name="Central Yard",
-                    home_lat=41.8781 + rng.uniform(-0.05, 0.05),
-                    home_lon=-87.6298 + rng.uniform(-0.05, 0.05),
-                ),
-            )
-            driver = await create_driver(
-                session=session,
-                actor=actor,
-                data=DriverCreate(
-                    first_name=rng.choice(_FIRST),
-                    last_name=rng.choice(_LAST),
-                    employee_number=f"E{5000 + i}",
-                    licence_number=f"D{rng.randint(10**8, 10**9 - 1)}",
-                    licence_class="CDL-B" if vtype == "heavy_truck" else "D",
-                    licence_jurisdiction="US-IL",
-                    licence_expiry=date.today() + timedelta(days=rng.randint(-20, 1500)),
-                    user_id=created[Role.driver].id if i == 0 else None,
-                ),
-            )
-            await create_assignment(
-                session=session,
-                actor=actor,
-                data=AssignmentCreate(
-                    vehicle_id=vehicle.id,
-                    driver_id=driver.id,
-                    starts_at=now - timedelta(days=rng.randint(1, 90)),
-                ),
-            )
-            device, credential = await create_device(
-                session=session,
-                actor=actor,
-                data=DeviceCreate(
-                    unique_id=f"demo-{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
-                    name=f"Tracker {vehicle.unit_number}",
-                    protocol="osmand",
-                    vehicle_id=vehicle.id,
-                ),
-            )
-            device_creds.append(
-                {
-                    "unique_id": device.unique_id,
-                    "credential": credential,
-                    "vehicle_id": str(vehicle.id),
-                }
-            )
+        device_creds = await _fleet(session, actor, rng, vehicles, created[Role.driver].id, now)
+        await toolkit.commit(session, what="the demo fleet")
     result = {"tenant": DEMO_SLUG, "users": users}
     _write_private(cred_path, result)
     _write_private(settings.data_dir / DEVICES_FILE, device_creds)

@@ -176,6 +176,18 @@ async def create(
     return obj
 
 
+async def create_many(session: AsyncSession, actor: Actor, objs: list[Any], *, entity: str) -> None:
+    """New rows and their `create` audit events in one flush, not committed (bulk imports,
+    seeding): the caller commits, all or nothing."""
+    check(session, actor)
+    if not objs:
+        return
+    session.add_all(objs)
+    await commit(session, what=f"the {entity}s", flush_only=True)
+    for obj in objs:
+        audit.record_created(session, actor, entity, obj)
+
+
 async def update(
     session: AsyncSession,
     actor: Actor,

@@ -37,7 +37,8 @@ def devices_query(
     return stmt
 
 
-def _new_credential() -> tuple[str, str, str]:
+def new_credential() -> tuple[str, str, str]:
+    """(the secret, its digest, its shown prefix): the secret is known only now."""
     secret = new_secret(DEVICE_SECRET_PREFIX)
     return secret, digest(secret), secret[:10]
 
@@ -63,7 +64,7 @@ async def create_device(
         await _unique(session, data.unique_id)
 
     await recheck()
-    secret, hashed, prefix = _new_credential()
+    secret, hashed, prefix = new_credential()
     device = Device(
         credential_hash=hashed,
         credential_prefix=prefix,
@@ -101,7 +102,7 @@ async def rotate_credential(
     *, session: AsyncSession, actor: Actor, device_id: uuid.UUID
 ) -> tuple[Device, str]:
     device = await toolkit.get(session, actor, Device, device_id, entity=ENTITY, for_update=True)
-    secret, hashed, prefix = _new_credential()
+    secret, hashed, prefix = new_credential()
     await toolkit.update(
         session,
         actor,
