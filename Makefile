@@ -1,5 +1,7 @@
 # CTAFleet: `make demo` runs the whole system locally; `make test` runs every check CI runs.
 SHELL := /bin/bash
+# A failing command in a pipeline fails the recipe (pip's progress is filtered through grep).
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
@@ -9,16 +11,22 @@ BIN := $(VENV)/bin
 export CTAFLEET_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export CTAFLEET_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 PYTEST_ARGS ?= -n auto
+# `make demo PORT=8080 HOST=0.0.0.0`
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
 .PHONY: demo test lint types pytest install install-dev tools docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CTAFleet needs Python 3.11 or newer")'
+	@echo "==> creating the virtual environment in $(VENV)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(VENV)/.installed-main: $(BIN)/python requirements/main.lock pyproject.toml
-	$(BIN)/pip install --quiet -r requirements/main.lock
+	@echo "==> installing CTAFleet and its dependencies (the first time: a minute or two)"
+	$(BIN)/pip install --progress-bar off -r requirements/main.lock \
+		| { grep --line-buffered -E '^(Collecting|Successfully)' || true; }
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 
@@ -30,7 +38,8 @@ install: $(VENV)/.installed-main
 install-dev: $(VENV)/.installed-dev
 
 demo: install
-	$(BIN)/ctafleet demo
+	@echo "==> starting the demo on http://$(HOST):$(PORT) (stop with Ctrl-C)"
+	$(BIN)/ctafleet demo --host $(HOST) --port $(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

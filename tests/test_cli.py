@@ -315,3 +315,97 @@ def test_demo_seeds_a_large_fleet_in_bulk(data_dir: Path) -> None:
     expected = {"vehicle": 5000, "driver": 5000, "assignment": 5000, "device": 5000}
     assert dict(created) == {**expected, "tenant": 1, "user": 7}  # type: ignore[arg-type]
     print(f"demo --vehicles 5000: {elapsed:.1f} s")
+
+
+def test_demo_refuses_a_port_in_use_before_setting_anything_up(data_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("demo", "--port", str(port))
+    assert result.exit_code == 1, result.output
+    assert f"127.0.0.1:{port}" in result.output
+    assert "already in use" in result.output
+    assert f"make demo PORT={port + 1}" in result.output
+    assert "http://" not in result.output  # no URL that would not answer
+    assert not (data_dir / "ctafleet.db").exists()  # nothing was set up
+
+
+def test_demo_without_serving_prints_no_url_and_names_the_credentials_file(
+    data_dir: Path,
+) -> None:
+    result = run("demo", "--no-serve", "--vehicles", "1")
+    assert result.exit_code == 0, result.output
+    assert "http://" not in result.output
+    assert str((data_dir / "demo-credentials.json").resolve()) in result.output
+    assert "15 minutes" in result.output
+
+
+def test_help_keeps_option_names_whole_at_80_columns() -> None:
+    result = CliRunner().invoke(cli, ["serve", "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+    assert result.exit_code == 0
+    assert "--forwarded-allow-ips" in result.output
+    assert "--proxy-headers / --no-proxy-headers" in result.output
+    assert "…" not in result.output
+    assert "web UI" not in result.output  # there is none yet
+
+
+def test_readme_says_what_a_new_user_needs() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "make demo PORT=" in readme
+    assert "demo-credentials.json" in readme
+    assert "15 minutes" in readme
+    assert "auth/refresh" in readme
+
+
+@pytest.mark.postgres
+def test_demo_on_postgresql(fresh_pg: Any, tmp_path: Path) -> None:
+    """The documented path: the demo migrates as the owner, grants the application role,
+    seeds through it (row-level security applies), and its logins work."""
+    import httpx
+
+    from ctafleet.app import create_app
+    from ctafleet.config import load_settings
+
+    pg = fresh_pg()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CTAFLEET_")}
+    env.update(
+        CTAFLEET_DATA_DIR=str(tmp_path),
+        CTAFLEET_OBSERVABILITY__LOG_LEVEL="WARNING",
+        CTAFLEET_DATABASE__URL=pg.app_url,
+        CTAFLEET_DATABASE__ADMIN_URL=pg.owner_url,
+        CTAFLEET_DATABASE__APP_ROLE=pg.app_role,
+    )
+    proc = subprocess.run(
+        [str(Path(sys.executable).with_name("ctafleet")), "demo", "--no-serve", "--vehicles", "20"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    email, password = _demo_credentials(proc.stdout)["viewer"]
+    settings = load_settings(
+        data_dir=tmp_path,
+        database={"url": pg.app_url, "admin_url": pg.owner_url, "app_role": pg.app_role},
+    )
+
+    async def check() -> None:
+        app = create_app(settings)
+        try:
+            async with httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://testserver"
+            ) as client:
+                login = {"email": email, "password": password}
+                r = await client.post("/api/v1/auth/login", json=login)
+                assert r.status_code == 200, r.text
+                headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+                r = await client.get("/api/v1/vehicles", params={"count": "true"}, headers=headers)
+                assert r.json()["pagination"]["total"] == 20
+        finally:
+            await app.state.ctafleet.db.dispose()
+
+    asyncio.run(check())

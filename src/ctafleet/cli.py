@@ -12,23 +12,27 @@ import typer
 from pydantic import ValidationError
 
 from ctafleet import __version__
+from ctafleet.clihelp import HELP
 from ctafleet.ops.backup.cli import backup_app
 from ctafleet.ops.dr.cli import dr_app
 
 app = typer.Typer(
+    **HELP,
     help="CTAFleet: fleet management platform.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
 db_app = typer.Typer(
-    help="Database schema: upgrade, current revision, drift check.", no_args_is_help=True
+    **HELP, help="Database schema: upgrade, current revision, drift check.", no_args_is_help=True
 )
-tenants_app = typer.Typer(help="Organisations (tenants).", no_args_is_help=True)
-users_app = typer.Typer(help="Users of a tenant.", no_args_is_help=True)
-config_app = typer.Typer(help="Settings: validate, generate the reference.", no_args_is_help=True)
-permissions_app = typer.Typer(help="Roles and permissions.", no_args_is_help=True)
+tenants_app = typer.Typer(**HELP, help="Organisations (tenants).", no_args_is_help=True)
+users_app = typer.Typer(**HELP, help="Users of a tenant.", no_args_is_help=True)
+config_app = typer.Typer(
+    **HELP, help="Settings: validate, generate the reference.", no_args_is_help=True
+)
+permissions_app = typer.Typer(**HELP, help="Roles and permissions.", no_args_is_help=True)
 fleet_app = typer.Typer(
-    help="Fleet data: import vehicles and drivers from CSV.", no_args_is_help=True
+    **HELP, help="Fleet data: import vehicles and drivers from CSV.", no_args_is_help=True
 )
 app.add_typer(db_app, name="db")
 app.add_typer(tenants_app, name="tenants")
@@ -101,7 +105,7 @@ def serve(
         ),
     ] = 1,
 ) -> None:
-    """Run the API and web UI (ASGI, uvicorn)."""
+    """Run the API server: the REST API, its docs (/api/docs), health and metrics."""
     import uvicorn
 
     settings = _settings()
@@ -148,27 +152,44 @@ def demo(
     from ctafleet.config import with_signing_key
     from ctafleet.db.engine import Database
     from ctafleet.db.migrate import upgrade
-    from ctafleet.demo import seed
+    from ctafleet.demo import CREDENTIALS_FILE, seed
     from ctafleet.kernel.clock import SystemClock
 
     settings = with_signing_key(_settings())
+    if not no_serve:
+        # Before the minutes of set-up, not after: a port in use is found at once.
+        problem = _port_problem(host, port)
+        if problem:
+            raise _fail(
+                f"cannot listen on {host}:{port}: {problem}. Stop what uses it, or choose "
+                f"another port: `make demo PORT={port + 1}` (or `ctafleet demo --port "
+                f"{port + 1}`)"
+            )
 
     async def setup() -> dict[str, Any]:
+        typer.echo("migrating the database...")
         await upgrade(settings.database_admin_url, app_role=settings.database.app_role)
         db = Database(settings.database_url, settings)
         try:
+            typer.echo(f"seeding the demo tenant ({vehicles} vehicles)...")
             return await seed(db, settings, SystemClock(), vehicles=vehicles)
         finally:
             await db.dispose()
 
     creds = asyncio.run(setup())
-    url = f"http://{host}:{port}"
+    credentials = (settings.data_dir / CREDENTIALS_FILE).resolve()
     typer.echo("")
-    typer.echo(f"CTAFleet demo: {url}  (API docs: {url}/api/docs)")
+    if not no_serve:
+        url = f"http://{host}:{port}"
+        typer.echo(f"CTAFleet demo: {url}  (API docs: {url}/api/docs)")
     typer.echo(f"Data directory: {settings.data_dir.resolve()}")
-    typer.echo("Demo users (tenant 'demo'):")
+    typer.echo(f"Demo users (tenant 'demo'), also in {credentials}:")
     for user in creds.get("users", []):
         typer.echo(f"  {user['role']:<14} {user['email']:<34} {user['password']}")
+    typer.echo(
+        "Log in at POST /api/v1/auth/login; access tokens last "
+        f"{settings.auth.access_token_ttl_s // 60} minutes (renew with POST /api/v1/auth/refresh)."
+    )
     typer.echo("")
     if no_serve:
         return
@@ -177,6 +198,27 @@ def demo(
     from ctafleet.app import create_app
 
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, server_header=False)
+
+
+def _port_problem(host: str, port: int) -> str | None:
+    """Why the server could not listen there, or None (the socket is closed again at once)."""
+    import errno
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        return f"unknown address ({exc.strerror})"
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "the port is already in use"
+            return exc.strerror or str(exc)
+    return None
 
 
 # --- db ----------------------------------------------------------------------------------

@@ -176,7 +176,11 @@ class ObservabilitySettings(BaseModel):
     log_level: str = Field(
         "INFO", pattern="^(DEBUG|INFO|WARNING|ERROR)$", description="Lowest level logged."
     )
-    log_json: bool = Field(True, description="JSON log lines (false: human-readable console).")
+    log_json: bool | None = Field(
+        None,
+        description="JSON log lines (true), human-readable lines (false). Empty: JSON, except on "
+        "an interactive terminal.",
+    )
     traces_enabled: bool = Field(False, description="Export OpenTelemetry traces.")
     otlp_endpoint: str = Field(
         "",

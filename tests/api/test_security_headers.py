@@ -185,3 +185,16 @@ async def test_request_id_echoed_or_generated(api: Api) -> None:
         assert r.json()["request_id"] == rid
         seen.add(rid)
     assert len(seen) == 3
+
+
+async def test_api_docs_work_offline(api: Api) -> None:
+    """Swagger UI asks no outside host (its validator badge would, on any host but
+    localhost), keeps the token across reloads, and has an icon."""
+    init = (await api.client.get("/static/swagger-init.js")).text
+    assert "validatorUrl: null" in init
+    assert "persistAuthorization: true" in init
+    page = (await api.client.get("/api/docs")).text
+    icon = page.split('rel="icon"')[1].split('href="')[1].split('"')[0]
+    r = await api.client.get(icon)
+    assert r.status_code == 200
+    assert r.headers["content-type"] == "image/png"

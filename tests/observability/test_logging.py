@@ -150,3 +150,25 @@ def test_processor_on_its_own() -> None:
         "flag": True,
         "none": None,
     }
+
+
+def test_human_lines_on_a_terminal_json_otherwise(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+
+    from ctafleet.config import Settings
+    from ctafleet.observability.logging import json_lines
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    auto = Settings(environment="test", data_dir=tmp_path)
+    monkeypatch.setattr("sys.stdout", Tty())
+    assert json_lines(auto) is False
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert json_lines(auto) is True
+    forced = Settings(environment="test", data_dir=tmp_path, observability={"log_json": True})
+    monkeypatch.setattr("sys.stdout", Tty())
+    assert json_lines(forced) is True

@@ -95,6 +95,14 @@ def _json(obj: Any, **_kw: Any) -> str:
     return orjson.dumps(obj, default=str).decode()
 
 
+def json_lines(settings: Settings) -> bool:
+    """JSON unless told otherwise, or unless a person reads the terminal (`make demo`)."""
+    configured = settings.observability.log_json
+    if configured is not None:
+        return configured
+    return not (hasattr(sys.stdout, "isatty") and sys.stdout.isatty())
+
+
 def configure_logging(settings: Settings) -> None:
     level = getattr(logging, settings.observability.log_level)
     shared: list[Any] = [
@@ -108,7 +116,7 @@ def configure_logging(settings: Settings) -> None:
     ]
     renderer: Any = (
         structlog.processors.JSONRenderer(serializer=_json)
-        if settings.observability.log_json
+        if json_lines(settings)
         else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
@@ -132,7 +140,7 @@ def configure_logging(settings: Settings) -> None:
     access_handler.setFormatter(logging.Formatter("%(message)s"))
     access.handlers = [access_handler]
     access.propagate = False
-    access_log.use_renderer(settings.observability.log_json)
+    access_log.use_renderer(json_lines(settings))
     # Database drivers log their statements' parameters (password hashes, TOTP secrets,
     # credential digests) at DEBUG: never let them, whatever the level. SQLAlchemy's own
     # engine logger is told to hide parameters (db/engine.py).

@@ -15,7 +15,8 @@ router = APIRouter(include_in_schema=False)
 async def index(_: PublicCtx = Depends(public())) -> HTMLResponse:
     return HTMLResponse(
         f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<title>CTAFleet</title><link rel="stylesheet" href="/static/style.css"></head><body>
+<title>CTAFleet</title><link rel="stylesheet" href="/static/style.css">
+<link rel="icon" type="image/png" href="/static/swagger/favicon.png"></head><body>
 <h1>CTAFleet</h1><p>Fleet management, version {__version__}.</p>
 <ul><li><a href="/api/docs">API documentation</a> (log in there with
 <code>POST /api/v1/auth/login</code>, then Authorize)</li>
@@ -30,6 +31,7 @@ async def api_docs(_: PublicCtx = Depends(public())) -> HTMLResponse:
     return HTMLResponse(
         """<!doctype html><html lang="en"><head><meta charset="utf-8">
 <title>CTAFleet API</title><link rel="stylesheet" href="/static/swagger/swagger-ui.css">
+<link rel="icon" type="image/png" href="/static/swagger/favicon.png">
 </head><body><div id="swagger-ui"></div>
 <script src="/static/swagger/swagger-ui-bundle.js"></script>
 <script src="/static/swagger-init.js"></script></body></html>"""

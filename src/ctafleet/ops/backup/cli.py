@@ -30,6 +30,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 
+from ctafleet.clihelp import HELP
 from ctafleet.config import Settings
 from ctafleet.ops.backup.errors import BackupError, ConfigurationError, TargetNotEmptyError
 from ctafleet.ops.backup.metrics import BackupMetrics
@@ -38,6 +39,7 @@ from ctafleet.ops.notify import notify_backup
 T = TypeVar("T")
 
 backup_app = typer.Typer(
+    **HELP,
     help="Logical backups (pg_dump / SQLite online backup, zstd, age): create, list, verify, "
     "restore, prune.",
     no_args_is_help=True,

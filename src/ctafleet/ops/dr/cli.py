@@ -10,9 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
+from ctafleet.clihelp import HELP
 from ctafleet.ops.dr.proc import DrError
 
 dr_app = typer.Typer(
+    **HELP,
     help="Disaster recovery: RPO/RTO status, point-in-time restore, drills, failover.",
     no_args_is_help=True,
 )
