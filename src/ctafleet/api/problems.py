@@ -22,6 +22,7 @@ from ctafleet.kernel.errors import (
     NotFound,
     PreconditionFailed,
     Unauthenticated,
+    Unavailable,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -104,6 +105,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Invalid: 422,
     Unauthenticated: 401,
     Forbidden: 403,
+    Unavailable: 503,
 }
 
 
