@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 import structlog
-from authlib.oauth2.rfc6749 import OAuth2Error
+from authlib.common.errors import AuthlibBaseError
 from authlib.oidc.discovery import OpenIDProviderMetadata, get_well_known_url
 from joserfc import jwt
 from joserfc.errors import (
@@ -282,7 +282,7 @@ class Providers:
                         code=code,
                         code_verifier=code_verifier,
                     )
-        except OAuth2Error as exc:
+        except AuthlibBaseError as exc:  # the token endpoint's OAuth error answer
             raise ProviderRefused(str(exc.error or "error")[:64]) from exc
         except TimeoutError as exc:
             raise unavailable(metadata.issuer, "its token endpoint did not answer in time") from exc

@@ -273,17 +273,6 @@ async def start_login(
     return Started(authorization_url=url, browser_id=browser_id)
 
 
-def _failure_actor(request: Actor, tenant_id: uuid.UUID, user: User | None) -> Actor:
-    return Actor(
-        tenant_id=tenant_id,
-        user_id=user.id if user else None,
-        role=user.role if user else ANONYMOUS_ROLE,
-        request_id=request.request_id,
-        client_ip=request.client_ip,
-        clock=request.clock,
-    )
-
-
 async def _refused(
     session: AsyncSession,
     request: Actor,
@@ -296,20 +285,31 @@ async def _refused(
     returns the error to raise."""
     AUTH_FAILURES.labels(kind="sso").inc()
     log.info("sso_login_failed", reason=reason, tenant=str(tenant_id) if tenant_id else None)
-    if tenant_id is not None:
-        await session.rollback()
-        audit.record(
-            session,
-            _failure_actor(request, tenant_id, user),
-            action="login_failed",
-            entity_type="user" if user else "sso",
-            entity_id=user.id if user else None,
-            changes={
-                "method": {"before": None, "after": "oidc"},
-                "reason": {"before": None, "after": reason},
-            },
-        )
-        await session.commit()
+    if tenant_id is None:
+        return error
+    # Read before the rollback, which expires every loaded row.
+    user_id, role = (user.id, user.role) if user is not None else (None, ANONYMOUS_ROLE)
+    await session.rollback()
+    actor = Actor(
+        tenant_id=tenant_id,
+        user_id=user_id,
+        role=role,
+        request_id=request.request_id,
+        client_ip=request.client_ip,
+        clock=request.clock,
+    )
+    audit.record(
+        session,
+        actor,
+        action="login_failed",
+        entity_type="user" if user_id else "sso",
+        entity_id=user_id,
+        changes={
+            "method": {"before": None, "after": "oidc"},
+            "reason": {"before": None, "after": reason},
+        },
+    )
+    await session.commit()
     return error
 
 
