@@ -124,3 +124,14 @@ def account(provider: Provider, **claims: Any) -> tuple[str, str]:
     email = f"{login}@sso.example.org"
     provider.account(login, **{"email": email, "name": f"Person {login}", **claims})
     return login, email
+
+
+@pytest.fixture
+def unused_port() -> int:
+    """A loopback port nothing listens on."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port

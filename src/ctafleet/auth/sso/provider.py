@@ -81,6 +81,10 @@ def unavailable(issuer: str, detail: str) -> Unavailable:
     )
 
 
+def _why(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
 @dataclass(frozen=True)
 class Metadata:
     issuer: str
@@ -146,10 +150,10 @@ class Providers:
                         body += chunk
                         if len(body) > MAX_DOCUMENT_BYTES:
                             raise unavailable(issuer, f"its {what} is too large")
-        except TimeoutError as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise unavailable(issuer, f"its {what} did not answer in time") from exc
         except httpx.HTTPError as exc:
-            raise unavailable(issuer, f"its {what} could not be fetched ({exc})") from exc
+            raise unavailable(issuer, f"its {what} could not be fetched ({_why(exc)})") from exc
         try:
             data = json.loads(body)
         except ValueError as exc:
@@ -284,10 +288,10 @@ class Providers:
                     )
         except AuthlibBaseError as exc:  # the token endpoint's OAuth error answer
             raise ProviderRefused(str(exc.error or "error")[:64]) from exc
-        except TimeoutError as exc:
+        except (TimeoutError, httpx.TimeoutException) as exc:
             raise unavailable(metadata.issuer, "its token endpoint did not answer in time") from exc
         except (httpx.HTTPError, ValueError) as exc:
-            raise unavailable(metadata.issuer, f"the code exchange failed ({exc})") from exc
+            raise unavailable(metadata.issuer, f"the code exchange failed ({_why(exc)})") from exc
         return dict(token)
 
     async def verify_id_token(

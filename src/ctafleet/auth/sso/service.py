@@ -430,8 +430,8 @@ async def finish_login(
             session, request, tenant_id, "no_code", _failed("the provider sent no code")
         )
     secret, _ = client_secret(settings, tenant.slug, config)
-    metadata = await providers.metadata(config.issuer)
     try:
+        metadata = await providers.metadata(config.issuer)
         token = await providers.exchange_code(
             metadata,
             client_id=config.client_id,
@@ -440,6 +440,8 @@ async def finish_login(
             code=code,
             code_verifier=row.code_verifier,
         )
+    except Unavailable as exc:
+        raise await _refused(session, request, tenant_id, "provider_unavailable", exc) from exc
     except ProviderRefused as exc:
         raise await _refused(
             session,
