@@ -93,6 +93,7 @@ async def _objects(api: Api, tenant: TenantUsers) -> dict[str, str]:
         "device_id": device.json()["id"],
         # Not the admin: resetting its MFA or role would end the session the run uses.
         "user_id": str(tenant.users["viewer"].id),
+        "tenant_slug": tenant.slug,  # single sign-on's start (not configured: 404)
     }
 
 
