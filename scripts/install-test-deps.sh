@@ -3,7 +3,8 @@
 # is already present and none starts a server (the tests start their own, on loopback).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-for script in install-monitoring-tools.sh install-backup-tools.sh install-dr-tools.sh; do
+for script in install-monitoring-tools.sh install-backup-tools.sh install-dr-tools.sh \
+    install-oidc-provider.sh; do
     if [ -x "$here/$script" ]; then
         "$here/$script"
     fi

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import copy
+import ipaddress
 import math
 import os
 import secrets
@@ -280,6 +281,55 @@ class HttpSettings(BaseModel):
     )
 
 
+class OidcSettings(BaseModel):
+    """Single sign-on with OpenID Connect (Microsoft Entra ID or any provider): the platform's
+    side. Each tenant's provider (issuer, client id) is the tenant's configuration
+    (`PUT /api/v1/tenant/sso`)."""
+
+    client_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='Client secrets by tenant slug (JSON object, `{"acme": "..."}`). A '
+        "secret here wins over one stored with the tenant's configuration; keep secrets here "
+        "(from a vault) rather than in the database.",
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="Private, loopback or link-local networks (CIDR, JSON list) the server may "
+        "reach a provider at (issuer, keys, token endpoint). Empty: public addresses only, so "
+        "a tenant admin cannot point the server at internal services. An `http://` issuer is "
+        "accepted only on a loopback network listed here (tests, development).",
+    )
+    http_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="Time limit of each request to a provider."
+    )
+    metadata_ttl_s: int = Field(
+        3600,
+        ge=60,
+        le=86400,
+        description="Seconds a provider's discovery document and signing keys are cached.",
+    )
+    jwks_refresh_interval_s: int = Field(
+        10,
+        ge=0,
+        le=3600,
+        description="An ID token signed by an unknown key refetches the provider's keys (key "
+        "rotation), at most once per this many seconds per provider.",
+    )
+    state_ttl_s: int = Field(
+        600, ge=60, le=3600, description="Seconds a started sign-in may take to come back."
+    )
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{network!r} is not a network in CIDR form") from exc
+        return value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CTAFLEET_",
@@ -307,6 +357,7 @@ class Settings(BaseSettings):
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
 
     @field_validator("public_url")
     @classmethod

@@ -20,6 +20,9 @@ from ctafleet.audit.routes import router as audit_router
 from ctafleet.auth import models as _auth_models  # noqa: F401
 from ctafleet.auth.routes import router as auth_router
 from ctafleet.auth.routes import users_router
+from ctafleet.auth.sso import models as _sso_models  # noqa: F401
+from ctafleet.auth.sso.routes import config_router as sso_config_router
+from ctafleet.auth.sso.routes import router as sso_router
 from ctafleet.db import audit as _audit_models  # noqa: F401
 from ctafleet.db.base import Base
 from ctafleet.fleet.assignments import models as _assignment_models  # noqa: F401
@@ -42,8 +45,10 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assignments_router,
     devices_router,
     auth_router,
+    sso_router,
     users_router,
     tenant_router,
+    sso_config_router,
     audit_router,
 )
 

@@ -34,6 +34,9 @@ EXCLUDED = [
     ("POST", "/api/v1/auth/logout"),  # ends the session
     ("POST", "/api/v1/auth/password"),  # credential change (ends other sessions)
     ("POST", "/api/v1/auth/mfa/verify"),  # enrolment ends every session
+    # Fetches the identity provider the body names: generated issuers must not send the
+    # server to whatever host they spell (tests/auth/sso covers its bad input).
+    ("PUT", "/api/v1/tenant/sso"),
 ]
 CHECKS = [
     not_a_server_error,
@@ -90,6 +93,7 @@ async def _objects(api: Api, tenant: TenantUsers) -> dict[str, str]:
         "device_id": device.json()["id"],
         # Not the admin: resetting its MFA or role would end the session the run uses.
         "user_id": str(tenant.users["viewer"].id),
+        "tenant_slug": tenant.slug,  # single sign-on's start (not configured: 404)
     }
 
 

@@ -112,10 +112,13 @@ async def test_every_route_declares_exactly_one_permission(api: Api) -> None:
     assert plain == ["/api/openapi.json"]
     public = {r.path for r in routes if r.permissions == (Permission.public,)}
     assert {"/", "/api/docs", "/healthz", "/readyz", "/api/health"} <= public
-    # Of the data API, only the ways to obtain a token are open to anonymous callers.
+    # Of the data API, only the ways to obtain a token are open to anonymous callers
+    # (a password login, a refresh, a single sign-on's start and the provider's redirect back).
     assert {p for p in public if p.startswith("/api/v1/")} == {
         "/api/v1/auth/login",
         "/api/v1/auth/refresh",
+        "/api/v1/auth/oidc/{tenant_slug}/login",
+        "/api/v1/auth/oidc/callback",
     }
 
 

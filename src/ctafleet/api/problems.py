@@ -23,6 +23,7 @@ from ctafleet.kernel.errors import (
     NotFound,
     PreconditionFailed,
     Unauthenticated,
+    Unavailable,
 )
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -105,6 +106,7 @@ DOMAIN_STATUS: dict[type[DomainError], int] = {
     Invalid: 422,
     Unauthenticated: 401,
     Forbidden: 403,
+    Unavailable: 503,
 }
 
 

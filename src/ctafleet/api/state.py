@@ -35,6 +35,8 @@ class AppState:
     token_cache: TTLCache[Any, Any] | None = None
     # Business gauges the domains registered, refreshed at /metrics (a system session each).
     gauge_refreshers: tuple[Callable[[Any, Any], Awaitable[None]], ...] = ()
+    # Identity providers' discovery documents and keys (ctafleet.auth.sso), made at first use.
+    oidc: Any = None
 
 
 def get_state(request: HTTPConnection) -> AppState:

@@ -20,6 +20,7 @@ from ctafleet.auth.passwords import (
     verify_password,
 )
 from ctafleet.auth.schemas import TokenPair
+from ctafleet.auth.sso.policy import password_login_refused
 from ctafleet.auth.tokens import AccessClaims, digest, issue_access_token, new_secret
 from ctafleet.config import AuthSettings
 from ctafleet.db import audit, toolkit
@@ -27,6 +28,7 @@ from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, Forbidden, Invalid, Unauthenticated
 from ctafleet.observability.metrics import AUTH_FAILURES
 from ctafleet.tenants import service as tenants
+from ctafleet.tenants.models import Tenant
 
 log = structlog.get_logger("ctafleet.auth")
 
@@ -175,6 +177,25 @@ async def login(
         AUTH_FAILURES.labels(kind="password").inc()
         raise _invalid_credentials()
     actor = _actor_of(user, request)
+    if await password_login_refused(session=session, user=user):
+        # Checked after the password: only someone who knows it learns that the tenant
+        # requires single sign-on.
+        audit.record(
+            session,
+            actor,
+            action="login_failed",
+            entity_type="user",
+            entity_id=user.id,
+            changes={"reason": {"before": None, "after": "sso_required"}},
+        )
+        await session.commit()
+        AUTH_FAILURES.labels(kind="password").inc()
+        tenant = await session.get(Tenant, user.tenant_id)
+        raise Forbidden(
+            "your organisation signs in with single sign-on: "
+            f"GET /api/v1/auth/oidc/{tenant.slug if tenant else '<organisation>'}/login",
+            slug="sso-required",
+        )
     if user.totp_enabled:
         try:
             method = await _check_second_factor(session, user, totp_code, now)
@@ -196,11 +217,36 @@ async def login(
                 session, actor, action="recovery_code_used", entity_type="user", entity_id=user.id
             )
     required = await tenants.mfa_required(session=session, tenant_id=user.tenant_id, role=user.role)
+    return await open_session(
+        session=session,
+        request=request,
+        settings=settings,
+        user=user,
+        method="password",
+        mfa_verified=user.totp_enabled or not required,
+        password=password,
+    )
+
+
+async def open_session(
+    *,
+    session: AsyncSession,
+    request: Actor,
+    settings: AuthSettings,
+    user: User,
+    method: str,
+    mfa_verified: bool,
+    password: str | None = None,
+) -> TokenPair:
+    """A new login session for a user whose identity was just proven (`method`: `password`,
+    `oidc`), its token pair, and the `login` audit event; commits. `password` is the one that
+    was checked, to rehash it when the hashing parameters changed."""
+    now = request.now()
     # Bookkeeping goes through a bulk UPDATE: bumping the row's version here would make
     # concurrent logins of one user fail (500) and an admin's If-Match go stale on every
     # login of the user being edited.
     bookkeeping: dict[str, object] = {"last_login_at": now}
-    if needs_rehash(user.password_hash):
+    if password is not None and needs_rehash(user.password_hash):
         bookkeeping["password_hash"] = hash_password(password)
     await session.execute(
         update(User)
@@ -214,12 +260,19 @@ async def login(
         user_id=user.id,
         created_at=now,
         expires_at=now + timedelta(seconds=settings.refresh_token_ttl_s),
-        mfa_verified=user.totp_enabled or not required,
+        mfa_verified=mfa_verified,
         client_ip=request.client_ip,
     )
     session.add(auth_session)
     pair = _issue(session, settings, user, auth_session, now)
-    audit.record(session, actor, action="login", entity_type="user", entity_id=user.id)
+    audit.record(
+        session,
+        _actor_of(user, request),
+        action="login",
+        entity_type="user",
+        entity_id=user.id,
+        changes={"method": {"before": None, "after": method}},
+    )
     await session.commit()
     return pair
 

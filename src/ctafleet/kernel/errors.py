@@ -65,3 +65,10 @@ class Forbidden(DomainError):
     """Who the caller is is known; they may not do this."""
 
     default_slug = "forbidden"
+
+
+class Unavailable(DomainError):
+    """A service the request depends on (an identity provider) cannot be reached or answered
+    nonsense: not the caller's fault, worth a retry later."""
+
+    default_slug = "unavailable"

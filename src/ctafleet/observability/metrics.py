@@ -76,7 +76,7 @@ HTTP_IN_FLIGHT = _g("http_requests_in_flight", "HTTP requests being served now."
 AUTH_FAILURES = _c("auth_failures_total", "Failed authentications by kind.", ("kind",))
 RATE_LIMITED = _c("rate_limited_total", "Requests refused by a rate limit.", ("limit",))
 # Known label values start at 0, so rate() and alerts see the first failure as an increase.
-for _kind in ("password", "mfa", "token", "refresh"):
+for _kind in ("password", "mfa", "token", "refresh", "sso"):
     AUTH_FAILURES.labels(_kind)
 
 # --- telemetry pipeline -----------------------------------------------------------------
