@@ -229,7 +229,7 @@ class Result:
 
     @staticmethod
     def _median(samples: list[Sample], attr: str) -> float:
-        return statistics.median(getattr(s, attr) for s in samples)
+        return float(statistics.median(getattr(s, attr) for s in samples))
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": self.backend, "endpoint": self.endpoint}

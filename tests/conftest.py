@@ -12,7 +12,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import pytest
@@ -29,7 +29,7 @@ passwords.use_test_parameters()
 REQUIRE_SERVICES = os.environ.get("CTAFLEET_REQUIRE_SERVICES") == "1"
 
 
-def service_unavailable(reason: str) -> None:
+def service_unavailable(reason: str) -> NoReturn:
     """Skip, or fail when CI requires the real services."""
     if REQUIRE_SERVICES:
         pytest.fail(f"CTAFLEET_REQUIRE_SERVICES=1 but {reason}", pytrace=False)
@@ -68,7 +68,7 @@ def pg_server() -> PgServer:
     url = os.environ.get("CTAFLEET_TEST_DATABASE_URL")
     if not url:
         service_unavailable("CTAFLEET_TEST_DATABASE_URL is not set (PostgreSQL tests)")
-    server = PgServer(url)  # type: ignore[arg-type]
+    server = PgServer(url)
     try:
         asyncio.run(server.execute("SELECT 1"))
     except Exception as exc:
@@ -156,4 +156,4 @@ def redis_url() -> str:
         redis.Redis.from_url(url, socket_connect_timeout=2).ping()
     except Exception as exc:
         service_unavailable(f"Redis at CTAFLEET_TEST_REDIS_URL unreachable: {exc}")
-    return url  # type: ignore[return-value]
+    return url

@@ -63,7 +63,7 @@ def test_help_on_every_command() -> None:
         assert "Usage:" in result.output, path
         command = root
         for part in path:
-            command = command.commands[part]
+            command = command.commands[part]  # type: ignore[attr-defined]  # a click Group
         if path:
             # Every command explains itself in its help.
             assert command.help or command.short_help, f"`ctafleet {' '.join(path)}` has no help"

@@ -74,7 +74,7 @@ async def test_invalid_queries_paths_and_headers(api: Api, admin: TenantUsers) -
     h = admin.headers()
     r = await api.client.post("/api/v1/vehicles", json=vehicle_body(), headers=h)
     vehicle = r.json()["id"]
-    cases = [
+    cases: list[tuple[str, str, Any, dict[str, str]]] = [
         ("GET", "/api/v1/vehicles?limit=0", None, {}),
         ("GET", "/api/v1/vehicles?limit=501", None, {}),
         ("GET", "/api/v1/vehicles?limit=ten", None, {}),
@@ -171,14 +171,14 @@ async def test_body_longer_than_its_content_length_is_refused() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
+    scope: dict[str, Any] = {
         "type": "http",
         "method": "POST",
         "path": "/x",
         "headers": [(b"content-length", b"10")],
         "state": {"request_id": "abcdefgh"},
     }
-    await middleware(scope, receive, send)
+    await middleware(scope, receive, send)  # type: ignore[arg-type]
     assert not reached
     assert sent[0]["status"] == 413
     assert b"payload-too-large" in sent[1]["body"]

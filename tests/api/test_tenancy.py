@@ -100,7 +100,9 @@ def _id_routes(api: Api) -> list[tuple[str, str, APIRoute]]:
 def _body_for(route: APIRoute) -> dict[str, Any] | None:
     if route.body_field is None:
         return None
-    name = route.body_field.field_info.annotation.__name__
+    annotation = route.body_field.field_info.annotation
+    assert annotation is not None
+    name = annotation.__name__
     assert name in BODIES, f"{route.path}: give a valid {name} body in BODIES"
     return BODIES[name]
 

@@ -74,8 +74,8 @@ def test_the_builtin_key_in_use_is_warned_about(
     settings = Settings(
         environment="test",
         data_dir=tmp_path,
-        database={"url": f"sqlite:///{tmp_path}/x.db"},  # type: ignore[arg-type]
-        observability={"log_level": "WARNING", "log_json": True},  # type: ignore[arg-type]
+        database={"url": f"sqlite:///{tmp_path}/x.db"},
+        observability={"log_level": "WARNING", "log_json": True},
     )
     create_app(settings)
     out = capsys.readouterr().out

@@ -27,7 +27,7 @@ async def test_sqlite_reads_cost_one_thread_hop(api: Api, monkeypatch: pytest.Mo
     t = await api.tenant(roles=["admin"])
     await new_vehicle(api, t)
     calls: list[str] = []
-    original = aiosqlite.core.Connection._execute
+    original: Any = aiosqlite.core.Connection._execute
 
     async def counted(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(getattr(fn, "__qualname__", repr(fn)))

@@ -117,7 +117,7 @@ def prometheus_binary() -> str:
     binary = shutil.which("prometheus")
     if not binary:
         service_unavailable("prometheus is not installed: run scripts/install-monitoring-tools.sh")
-    return binary  # type: ignore[return-value]
+    return binary
 
 
 @pytest.fixture(scope="module")

@@ -54,7 +54,7 @@ def load_yaml(path: Path) -> Any:
 
 
 def alert_rules() -> list[dict[str, Any]]:
-    rules = []
+    rules: list[dict[str, Any]] = []
     for path in RULE_FILES:
         for group in load_yaml(path)["groups"]:
             rules.extend(r | {"_file": path.name} for r in group["rules"] if "alert" in r)
@@ -225,7 +225,11 @@ def relabel(labels: dict[str, str], configs: list[dict[str, Any]]) -> dict[str, 
         if action == "replace" and match:
             template = cfg.get("replacement", "$1")
             groups = (match.group(0), *match.groups())
-            result = re.sub(r"\$(\d+)", lambda m, g=groups: g[int(m.group(1))] or "", template)
+
+            def group(m: re.Match[str], g: tuple[str | Any, ...] = groups) -> str:
+                return str(g[int(m.group(1))] or "")
+
+            result = re.sub(r"\$(\d+)", group, template)
             out[cfg["target_label"]] = result
     return out
 
@@ -262,9 +266,9 @@ def test_kubernetes_relabelling(component: str, job: str) -> None:
     kept = {
         s["job_name"]: relabel(pod | {"job": s["job_name"]}, s["relabel_configs"]) for s in pod_jobs
     }
-    kept = {name: labels for name, labels in kept.items() if labels is not None}
-    assert list(kept) == [job]
-    labels = kept[job]
+    scraped = {name: labels for name, labels in kept.items() if labels is not None}
+    assert list(scraped) == [job]
+    labels = scraped[job]
     assert labels["job"] == job
     assert labels["__address__"] == "10.1.2.3:9101"
     assert labels["__metrics_path__"] == "/m"

@@ -112,7 +112,7 @@ async def make_tenant(api: Api, roles: list[str] | None = None, login: bool = Tr
                 settings=api.settings.auth,
                 data=UserCreate(
                     email=f"{role}.{slug}@example.org",
-                    role=role,  # type: ignore[arg-type]
+                    role=role,
                     password=PASSWORD,
                     full_name=f"{role} of {slug}",
                 ),

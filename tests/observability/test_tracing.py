@@ -106,7 +106,7 @@ async def test_request_spans_reach_the_collector_with_sql_children(
             settings=app.state.ctafleet.settings,
             clock=app.state.ctafleet.clock,
             backend=backend,
-        )  # type: ignore[arg-type]
+        )
         tenant = await make_tenant(api, roles=["viewer"])
         r = await client.get("/api/v1/vehicles", headers=tenant.headers("viewer"))
         assert r.status_code == 200

@@ -181,7 +181,8 @@ def _state(started: Any) -> str:
     from urllib.parse import parse_qs, urlsplit
 
     assert started.status_code == 302, started.text
-    return parse_qs(urlsplit(started.headers["location"]).query)["state"][0]
+    state: str = parse_qs(urlsplit(started.headers["location"]).query)["state"][0]
+    return state
 
 
 async def test_a_deactivated_user_cannot_sign_in(

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ctafleet.observability.metrics import REGISTRY
 from tests.conftest import service_unavailable
-from tests.ops.backup.conftest import AgeKey, free_port, local_cli, stop, wait_listening
-from tests.ops.conftest import Mailbox, Webhook
+from tests.ops.backup.conftest import AgeKey, local_cli, stop, wait_listening
+from tests.ops.conftest import Mailbox, Webhook, free_port
 
 
 @pytest.fixture
@@ -28,7 +28,7 @@ def pushgateway(tmp_path: Path) -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
         # Debian's build persists to /var/lib by default: each test's gateway stays in memory.
-        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],  # type: ignore[list-item]
+        [binary, f"--web.listen-address=127.0.0.1:{port}", "--persistence.file="],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

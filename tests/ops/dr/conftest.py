@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -153,7 +154,7 @@ class Azurite:
                 base64.b64decode(AZURITE_KEY), string_to_sign.encode(), hashlib.sha256
             ).digest()
         ).decode()
-        qs = "&".join(f"{k}={urllib.request.quote(v)}" for k, v in query.items())
+        qs = "&".join(f"{k}={urllib.parse.quote(v)}" for k, v in query.items())
         request = urllib.request.Request(
             f"https://127.0.0.1:{self.port}/{AZURITE_ACCOUNT}/{path}" + (f"?{qs}" if qs else ""),
             method=method,
@@ -177,7 +178,7 @@ class Azurite:
         return [n.text or "" for n in root.iter("Name")]
 
     def get_blob(self, container: str, name: str) -> bytes:
-        return self._request("GET", f"{container}/{urllib.request.quote(name)}", {})
+        return self._request("GET", f"{container}/{urllib.parse.quote(name)}", {})
 
 
 @pytest.fixture(scope="session")
@@ -383,8 +384,8 @@ class ClusterFactory:
             )
         if "azure" in repos:
             cluster.env["PGBACKREST_REPO1_AZURE_KEY"] = AZURITE_KEY
-        for d in ("log", "spool", "lock", "repo"):
-            (base / "pgbackrest" / d).mkdir(parents=True)
+        for sub in ("log", "spool", "lock", "repo"):
+            (base / "pgbackrest" / sub).mkdir(parents=True)
         overrides = {
             "global": {
                 "log-path": str(base / "pgbackrest" / "log"),
