@@ -3,12 +3,11 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.filters import any_of, values
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
-from ctafleet.api.uploads import CSV_BODY, csv_text
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
@@ -16,7 +15,7 @@ from ctafleet.fleet import imports
 from ctafleet.fleet.drivers import service
 from ctafleet.fleet.drivers.models import Driver
 from ctafleet.fleet.drivers.schemas import DriverCreate, DriverRead, DriverStatus, DriverUpdate
-from ctafleet.fleet.imports import ImportReport
+from ctafleet.fleet.import_routes import add_import_route
 
 router = APIRouter(prefix="/drivers", tags=["drivers"])
 
@@ -66,26 +65,13 @@ async def create_driver(
     return versioned(response, driver)
 
 
-@router.post(
-    "/import",
-    response_model=ImportReport,
-    summary="Import drivers from CSV (all rows or none; dry_run checks only)",
-    description="A header row names the columns (the fields of a create). Rows are matched "
-    "on `employee_number`: a new one is created, a changed one updated, an equal "
-    "one left alone. Any problem in any row: `422 import-invalid` listing every problem with "
-    'its row number (`loc: ["row", n, field]`), and nothing is written.',
-    openapi_extra=CSV_BODY,
+add_import_route(
+    router,
+    plural="drivers",
+    key="employee_number",
+    permission=Permission.drivers_write,
+    run=imports.import_drivers,
 )
-async def import_drivers(
-    request: Request,
-    dry_run: bool = Query(False, description="Check the file and count; write nothing."),
-    ctx: Ctx = Depends(require(Permission.drivers_write)),
-) -> ImportReport:
-    text = await csv_text(request)
-    result = await imports.import_drivers(
-        session=ctx.session, actor=ctx.actor, text=text, dry_run=dry_run
-    )
-    return result.report()
 
 
 @router.get("/{driver_id}", response_model=DriverRead, summary="Read a driver")

@@ -2,17 +2,16 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 
 from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.filters import any_of, values
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
-from ctafleet.api.uploads import CSV_BODY, csv_text
 from ctafleet.auth.deps import Ctx, require
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet import imports
-from ctafleet.fleet.imports import ImportReport
+from ctafleet.fleet.import_routes import add_import_route
 from ctafleet.fleet.vehicles import service
 from ctafleet.fleet.vehicles.models import MeterReading as MeterReadingRow
 from ctafleet.fleet.vehicles.models import Vehicle
@@ -92,26 +91,13 @@ async def create_vehicle(
     return versioned(response, vehicle)
 
 
-@router.post(
-    "/import",
-    response_model=ImportReport,
-    summary="Import vehicles from CSV (all rows or none; dry_run checks only)",
-    description="A header row names the columns (the fields of a create). Rows are matched "
-    "on `vin`: a new one is created, a changed one updated, an equal "
-    "one left alone. Any problem in any row: `422 import-invalid` listing every problem with "
-    'its row number (`loc: ["row", n, field]`), and nothing is written.',
-    openapi_extra=CSV_BODY,
+add_import_route(
+    router,
+    plural="vehicles",
+    key="vin",
+    permission=Permission.vehicles_write,
+    run=imports.import_vehicles,
 )
-async def import_vehicles(
-    request: Request,
-    dry_run: bool = Query(False, description="Check the file and count; write nothing."),
-    ctx: Ctx = Depends(require(Permission.vehicles_write)),
-) -> ImportReport:
-    text = await csv_text(request)
-    result = await imports.import_vehicles(
-        session=ctx.session, actor=ctx.actor, text=text, dry_run=dry_run
-    )
-    return result.report()
 
 
 @router.get("/{vehicle_id}", response_model=VehicleRead, summary="Read a vehicle")
