@@ -16,6 +16,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from ctafleet.app import create_app
 from ctafleet.observability.tracing import fastapi_telemetry
+from tests.conftest import service_unavailable
 from tests.kit.app import Api, Backend, make_settings, make_tenant
 
 
@@ -159,7 +160,7 @@ def test_azure_monitor_exporter_in_an_isolated_network(tmp_path: Any) -> None:
     from pathlib import Path
 
     if not shutil.which("unshare") or not shutil.which("ip"):
-        pytest.skip("unshare/ip not available for an isolated network namespace")
+        service_unavailable("unshare/ip not available for an isolated network namespace")
     probe = Path(__file__).with_name("azure_monitor_probe.py")
     root = Path(__file__).resolve().parents[2]
     command = f"ip link set lo up && exec {sys.executable} {probe} {tmp_path}"
@@ -179,7 +180,7 @@ def test_azure_monitor_exporter_in_an_isolated_network(tmp_path: Any) -> None:
         check=False,
     )
     if result.returncode != 0 and "unshare failed" in result.stderr:
-        pytest.skip(f"cannot create a network namespace here: {result.stderr.strip()}")
+        service_unavailable(f"cannot create a network namespace here: {result.stderr.strip()}")
     assert result.returncode == 0, result.stderr[-2000:]
     last = [line for line in result.stdout.splitlines() if line.startswith("[")][-1]
     envelopes = json.loads(last)

@@ -42,11 +42,6 @@ def bind(session: AsyncSession | Session, actor: Actor) -> None:
     session.info[ACTOR_KEY] = actor
 
 
-def actor_of(session: AsyncSession | Session) -> Actor | None:
-    actor: Actor | None = session.info.get(ACTOR_KEY)
-    return actor
-
-
 def tenant_of(session: AsyncSession | Session) -> uuid.UUID | None:
     """The tenant the session is bound to; None for a system session."""
     actor = session.info.get(ACTOR_KEY)
