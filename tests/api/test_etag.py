@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ctafleet.api.etag import etag, if_match_version
+from ctafleet.api.etag import etag, parse_if_match
 from ctafleet.api.problems import Problem
 
 
@@ -28,7 +28,7 @@ def test_etag_is_the_quoted_version() -> None:
     ],
 )
 def test_if_match_values(header: str | None, version: int | None) -> None:
-    assert if_match_version(header) == (None if version is None else frozenset({version}))
+    assert parse_if_match(header) == (None if version is None else frozenset({version}))
 
 
 @pytest.mark.parametrize(
@@ -41,7 +41,7 @@ def test_if_match_values(header: str | None, version: int | None) -> None:
     ],
 )
 def test_if_match_lists(header: str, versions: set[int]) -> None:
-    assert if_match_version(header) == frozenset(versions)
+    assert parse_if_match(header) == frozenset(versions)
 
 
 @pytest.mark.parametrize(
@@ -66,5 +66,5 @@ def test_if_match_lists(header: str, versions: set[int]) -> None:
 )
 def test_anything_else_fails_the_precondition(header: str) -> None:
     with pytest.raises(Problem) as exc:
-        if_match_version(header)
+        parse_if_match(header)
     assert (exc.value.status, exc.value.slug) == (412, "precondition-failed")

@@ -34,7 +34,7 @@ def versioned(response: Response, obj: V) -> V:
 MAX_TAGS = 32
 
 
-def if_match_version(
+async def if_match_version(
     if_match: str | None = Header(
         None,
         alias="If-Match",
@@ -42,6 +42,12 @@ def if_match_version(
         "applies if the object is still at one of them, otherwise 412.",
     ),
 ) -> IfMatch | None:
+    """The If-Match header as versions (see `parse_if_match`). Async: FastAPI runs a plain
+    function dependency in a worker thread, a hop that costs more than the parsing."""
+    return parse_if_match(if_match)
+
+
+def parse_if_match(if_match: str | None) -> IfMatch | None:
     """The versions the client accepts (RFC 9110 allows a list), None when it sent no If-Match
     (or `*`).
 

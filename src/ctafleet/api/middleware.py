@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ctafleet.api.problems import PROBLEM_MEDIA_TYPE, internal_error_response, problem_type
 from ctafleet.api.requestid import new_request_id, set_request_id
+from ctafleet.api.state import REQUEST_SESSIONS, close_request_sessions
 from ctafleet.observability.access import AccessLog
 from ctafleet.observability.metrics import HTTP_IN_FLIGHT, http_observer, route_template
 
@@ -137,6 +138,7 @@ class EdgeMiddleware:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=rid)
         scope.setdefault("state", {})["request_id"] = rid
+        scope[REQUEST_SESSIONS] = []
         https = scope.get("scheme") == "https"
         api = scope.get("path", "").startswith("/api/")
         status = 500
@@ -183,6 +185,7 @@ class EdgeMiddleware:
             )
             structlog.contextvars.clear_contextvars()
             set_request_id(None)
+            await close_request_sessions(scope)
 
     async def _checked_body(
         self,

@@ -54,7 +54,7 @@ class ListParams:
     count: bool = False
 
 
-def list_params(
+async def list_params(
     limit: int = Query(50, ge=1, le=MAX_LIMIT, description="Page size (at most 500)."),
     cursor: str | None = Query(
         None, max_length=MAX_CURSOR, description="`next_cursor` of the previous page."
@@ -74,6 +74,7 @@ def list_params(
     count: bool = Query(False, description="Also count every matching row (`total`)."),
     accept: str | None = Header(None, include_in_schema=False),
 ) -> ListParams:
+    # Async though it awaits nothing: a plain function runs in a worker thread.
     if format is None:
         first = (accept or "").split(",")[0].split(";")[0].strip().lower()
         format = "csv" if first == "text/csv" else "json"
@@ -249,19 +250,20 @@ async def page_rows(
     sorting: Sorting,
     names: list[str],
 ) -> tuple[list[dict[str, Any]], PageInfo]:
-    """One page as plain rows (`names` of each), read without building ORM objects: nothing
+    """One page as plain rows (`names` of each) of values in their JSON form (an id may be its
+    text), read without building ORM objects or Python values the JSON does not need: nothing
     here is written, and loading objects costs several times the query for a page of them."""
     ordered, sort, column = _order(stmt, params, sorting)
-    result = await toolkit.rows(session, ordered)
+    table = stmt.column_descriptions[0]["entity"].__table__
+    keys = list(dict.fromkeys([*names, column.key, sorting.tiebreak.key]))
+    result = await toolkit.raw_rows(session, ordered, table, keys)
     has_more = len(result) > params.limit
     result = result[: params.limit]
     rows: list[dict[str, Any]] = []
     next_cursor = None
     if result:
-        # By position: a Row's mapping view costs microseconds a field, a tuple index nothing.
-        keys = list(result[0]._fields)
-        positions = [keys.index(name) for name in names]
-        rows = [dict(zip(names, [row[i] for i in positions], strict=True)) for row in result]
+        width = len(names)  # the page's fields come first, in order
+        rows = [dict(zip(names, row[:width], strict=True)) for row in result]
         if has_more:
             last = result[-1]
             next_cursor = encode_cursor(

@@ -46,8 +46,11 @@ def list_query(
 
 async def add_actors(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
     """Names the acting users of a page of events (one query for the page)."""
-    ids = {r["actor_user_id"] for r in rows if r.get("actor_user_id") is not None}
-    names = await users.names(session=session, user_ids=ids)
+    # A page's values are in their JSON form: an id may be its text (see `page_rows`).
+    ids = {str(r["actor_user_id"]) for r in rows if r.get("actor_user_id") is not None}
+    found = await users.names(session=session, user_ids=[uuid.UUID(i) for i in ids])
+    names = {str(k): v for k, v in found.items()}
     for row in rows:
-        found = names.get(row["actor_user_id"]) if row.get("actor_user_id") else None
-        row["actor_email"], row["actor_name"] = found if found else (None, None)
+        actor = row.get("actor_user_id")
+        named = names.get(str(actor)) if actor is not None else None
+        row["actor_email"], row["actor_name"] = named if named else (None, None)

@@ -10,7 +10,7 @@ cached entries), one made through another replica within that bound.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.api.problems import Problem
-from ctafleet.api.state import AppState, client_ip, get_state
+from ctafleet.api.state import AppState, client_ip, close_with_request, get_state
 from ctafleet.auth.models import AuthSession, User
 from ctafleet.auth.permissions import OWN_RECORDS_ONLY, Permission, allowed
 from ctafleet.auth.tokens import AccessClaims, InvalidToken, decode_access_token
@@ -227,16 +227,12 @@ async def _admit(
 def require(permission: Permission) -> Callable[..., Any]:
     """Dependency for a route that needs `permission`; yields a tenant-scoped `Ctx`."""
 
-    async def dependency(request: Request) -> AsyncIterator[Ctx]:
+    async def dependency(request: Request) -> Ctx:
         state = get_state(request)
         actor, session = await _admit(request, state, permission)
-        try:
-            structlog.contextvars.bind_contextvars(
-                tenant=str(actor.tenant_id), user=str(actor.user_id)
-            )
-            yield Ctx(session=session, actor=actor, state=state)
-        finally:
-            await session.close()
+        close_with_request(request, session)
+        structlog.contextvars.bind_contextvars(tenant=str(actor.tenant_id), user=str(actor.user_id))
+        return Ctx(session=session, actor=actor, state=state)
 
     dependency.__permission__ = permission  # type: ignore[attr-defined]
     return dependency

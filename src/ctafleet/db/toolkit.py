@@ -8,15 +8,30 @@ errors (`Conflict`, `PreconditionFailed`, `NotFound`), never as database excepti
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, select
+from sqlalchemy import (
+    ColumnElement,
+    Date,
+    DateTime,
+    Row,
+    Select,
+    Table,
+    TypeDecorator,
+    Uuid,
+    select,
+    type_coerce,
+)
 from sqlalchemy import update as sql_update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
+from sqlalchemy.types import NullType
 
 from ctafleet.db import audit
 from ctafleet.db.scope import (
@@ -85,6 +100,89 @@ async def rows(session: AsyncSession, stmt: Select[*tuple[Any, ...]]) -> Sequenc
         result = await connection.execute(filtered, params)
     found: Sequence[Row[Any]] = result.all()
     return found
+
+
+# What each column's raw driver value needs to render as JSON the way its schema would, per
+# dialect; None: the value as the driver returns it. Types not listed keep SQLAlchemy's own
+# result processing.
+Decode = Callable[[Any], Any] | None
+
+
+def _sqlite_uuid(value: Any) -> Any:
+    # Uuid() stores 32 hex digits on SQLite; its text form is what pydantic renders.
+    if value is None or len(value) != 32:
+        return None if value is None else str(uuid.UUID(value))
+    return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+
+
+def _sqlite_datetime(value: Any) -> Any:
+    # SQLAlchemy stores `YYYY-MM-DD HH:MM:SS.ffffff` (UTC, see UTCDateTime); rendered as
+    # pydantic does: ISO with `Z`, no fraction when it is zero. Anything else is parsed.
+    if value is None:
+        return None
+    if len(value) == 26 and value[10] == " " and value[19] == ".":
+        if value.endswith(".000000"):
+            return f"{value[:10]}T{value[11:19]}Z"
+        return f"{value[:10]}T{value[11:]}Z"
+    parsed = datetime.fromisoformat(value)
+    return (parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed).astimezone(UTC)
+
+
+def _decoder(column: ColumnElement[Any], dialect: Dialect) -> Decode:
+    kind = column.type
+    base = kind.impl_instance if isinstance(kind, TypeDecorator) else kind
+    if dialect.name == "sqlite":
+        if isinstance(base, Uuid):
+            return _sqlite_uuid
+        if isinstance(base, DateTime):
+            return _sqlite_datetime
+        if isinstance(base, Date):
+            return None  # stored as `YYYY-MM-DD`, its JSON form
+    elif dialect.name == "postgresql" and isinstance(base, Uuid | DateTime | Date):
+        # asyncpg's UUIDs, UTC-aware timestamps and dates render as they are.
+        return None
+    # Strings, integers, floats: no processing; booleans on SQLite, JSON text: SQLAlchemy's.
+    processor: Decode = kind.result_processor(dialect, None)
+    return processor
+
+
+# Cached by table and names: columns compare with `==` into SQL expressions, not booleans.
+@functools.cache
+def _decoders(table: Table, keys: tuple[str, ...], dialect: Dialect) -> tuple[Decode, ...]:
+    return tuple(_decoder(table.c[k], dialect) for k in keys)
+
+
+@functools.cache
+def _untyped(table: Table, keys: tuple[str, ...]) -> tuple[ColumnElement[Any], ...]:
+    # Typeless: the driver's values come back untouched.
+    return tuple(type_coerce(table.c[k], NullType()).label(k) for k in keys)
+
+
+async def raw_rows(
+    session: AsyncSession, stmt: Select[Any], table: Table, keys: Sequence[str]
+) -> list[list[Any]]:
+    """The columns `keys` of `table` in the rows `stmt` selects, as lists of values ready to
+    render as JSON: the driver's values, decoded only where their JSON form differs (an SQLite
+    UUID's hex, say), so an id may come back as its text.
+
+    For list pages: SQLAlchemy's per-value result processing (a `uuid.UUID` and a `datetime`
+    built for every UUID and timestamp, then turned back into text) cost more than the query.
+    Same transaction, same tenant filter and row-level security scope as `rows`.
+    """
+    keys = tuple(keys)
+    plain = stmt.with_only_columns(*_untyped(table, keys), maintain_column_froms=True)
+    found = await rows(session, plain)
+    decoders = _decoders(table, keys, session.get_bind().dialect)
+    if not any(decoders):
+        return [list(row) for row in found]
+    pairs = [(i, d) for i, d in enumerate(decoders) if d is not None]
+    out = []
+    for row in found:
+        values = list(row)
+        for i, decode in pairs:
+            values[i] = decode(values[i])
+        out.append(values)
+    return out
 
 
 async def owner_tenant(

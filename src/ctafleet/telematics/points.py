@@ -13,8 +13,6 @@ from datetime import datetime
 # points, vendor keys): kept as number, boolean or string.
 Attribute = int | float | bool | str
 
-KNOT_MPS = 1852.0 / 3600.0
-
 
 @dataclass(frozen=True, slots=True)
 class Point:
