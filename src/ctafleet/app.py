@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import fastapi_offline
 import structlog
@@ -28,6 +30,7 @@ from ctafleet.observability.health import router as health_router
 from ctafleet.observability.logging import configure_logging
 from ctafleet.observability.routes import router as metrics_router
 from ctafleet.observability.tracing import configure_tracing, fastapi_telemetry, instrument_clients
+from ctafleet.telematics.ingest import runtime as telemetry_runtime
 from ctafleet.web.routes import router as web_router
 
 API_PREFIX = "/api/v1"
@@ -112,13 +115,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         gauge_refreshers=domains.GAUGES,
     )
 
+    state.telemetry = telemetry_runtime.build(settings, state.db, clock, redis)
+
     tracer_provider = configure_tracing(settings, "api")
     if tracer_provider is not None:
         instrument_clients(tracer_provider, state.db.engine)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        worker = state.telemetry.worker
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop)) if worker is not None else None
         yield
+        if task is not None:
+            stop.set()  # the batch in hand is finished and committed; the rest waits
+            await task
         await state.db.dispose()
         if state.redis is not None:
             await state.redis.aclose()
@@ -164,4 +175,29 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     if settings.http.trusted_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
     app.add_middleware(EdgeMiddleware, max_body_bytes=settings.http.max_body_bytes)
+    # Outermost: a phone's position report skips the edge's per-request logging and FastAPI's
+    # routing (it is counted in ingest_points_total, and answers only empty bodies).
+    app.add_middleware(PathDispatch, prefix=OSMAND_PATH, handler=state.telemetry.osmand)
     return app
+
+
+OSMAND_PATH = "/ingest/osmand"
+
+
+class PathDispatch:
+    """Sends `prefix` and everything under it to `handler`, the rest to the app."""
+
+    def __init__(self, app: Any, *, prefix: str, handler: Any) -> None:
+        self.app = app
+        self.prefix = prefix
+        self.handler = handler
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(self.prefix) and (
+                len(path) == len(self.prefix) or path[len(self.prefix)] == "/"
+            ):
+                await self.handler(scope, receive, send)
+                return
+        await self.app(scope, receive, send)

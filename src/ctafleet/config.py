@@ -151,7 +151,36 @@ class AuthSettings(BaseModel):
 
 class TelemetrySettings(BaseModel):
     max_batch_points: int = Field(
-        1000, ge=1, le=100000, description="Most positions accepted in one ingest request."
+        10000, ge=1, le=100000, description="Most positions accepted in one ingest request."
+    )
+    queue_max_entries: int = Field(
+        200_000,
+        ge=100,
+        description="Queue depth (messages waiting) past which ingest answers 503 with "
+        "Retry-After instead of growing without bound.",
+    )
+    queue_shards: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Queue streams; a device always maps to one, and one worker at a time "
+        "consumes each. More shards than workers spread the load; changing it while points "
+        "are queued reorders those devices' points once.",
+    )
+    worker_batch_entries: int = Field(
+        2000, ge=1, le=100_000, description="Messages the worker writes per transaction."
+    )
+    credential_cache_ttl_s: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="How long ingest trusts a device credential it checked: a revoked or "
+        "rotated credential stops working within this time on every replica.",
+    )
+    in_process_worker: bool = Field(
+        True,
+        description="Without Redis, the API process drains its in-process queue itself. With "
+        "Redis, run `ctafleet worker` (this setting is then ignored).",
     )
 
 

@@ -120,7 +120,7 @@ async def test_every_tenant_table_forces_row_level_security(
             await conn.execute(
                 text(
                     "SELECT relname, relrowsecurity, relforcerowsecurity FROM pg_class "
-                    "WHERE relkind = 'r' AND relnamespace = 'public'::regnamespace"
+                    "WHERE relkind IN ('r', 'p') AND relnamespace = 'public'::regnamespace"
                 )
             )
         ).all()

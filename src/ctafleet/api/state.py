@@ -37,6 +37,8 @@ class AppState:
     gauge_refreshers: tuple[Callable[[Any, Any], Awaitable[None]], ...] = ()
     # Identity providers' discovery documents and keys (ctafleet.auth.sso), made at first use.
     oidc: Any = None
+    # The telemetry pipeline's parts in this process (ctafleet.telematics.ingest.runtime).
+    telemetry: Any = None
 
 
 # The request's database sessions, closed by EdgeMiddleware once the response is out: a plain

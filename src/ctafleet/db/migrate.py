@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,11 +69,20 @@ async def downgrade(url: str, revision: str) -> None:
     await _run(url, _downgrade, revision)
 
 
+# Monthly partitions of a partitioned table (positions_p202612): made at run time, not models.
+_PARTITION = re.compile(r"^[a-z_]+_p[0-9]{6}$")
+
+
+def _not_a_partition(name: str | None, type_: str, _parent: Any) -> bool:
+    return not (type_ == "table" and name is not None and _PARTITION.match(name))
+
+
 def _diffs(connection: Connection, metadata: MetaData) -> list[Any]:
     from alembic.autogenerate import compare_metadata
 
     ctx = MigrationContext.configure(
-        connection, opts={"compare_type": True, "render_as_batch": True}
+        connection,
+        opts={"compare_type": True, "render_as_batch": True, "include_name": _not_a_partition},
     )
     return list(compare_metadata(ctx, metadata))
 

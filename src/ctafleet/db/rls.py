@@ -11,7 +11,7 @@ from __future__ import annotations
 POLICY = "tenant_isolation"
 
 
-def _predicate(column: str) -> str:
+def predicate(column: str) -> str:
     return (
         "current_setting('ctafleet.scope', true) = 'system' OR "
         f"{column} = NULLIF(current_setting('ctafleet.tenant_id', true), '')::uuid"
@@ -19,12 +19,12 @@ def _predicate(column: str) -> str:
 
 
 def enable_sql(table: str, column: str = "tenant_id") -> list[str]:
-    predicate = _predicate(column)
+    predicate_sql = predicate(column)
     return [
         f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY",
         f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY",
         f"DROP POLICY IF EXISTS {POLICY} ON {table}",
-        f"CREATE POLICY {POLICY} ON {table} USING ({predicate}) WITH CHECK ({predicate})",
+        f"CREATE POLICY {POLICY} ON {table} USING ({predicate_sql}) WITH CHECK ({predicate_sql})",
     ]
 
 

@@ -2,8 +2,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ctafleet.db.base import (
@@ -14,6 +16,9 @@ from ctafleet.db.base import (
     VersionedMixin,
     sort_indexes,
 )
+
+# Attributes are stored as JSONB on PostgreSQL (compact, queryable), JSON text elsewhere.
+Attributes = JSON().with_variant(JSONB(), "postgresql")
 
 
 class Device(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
@@ -37,4 +42,86 @@ class Device(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
     credential_prefix: Mapped[str] = mapped_column(String(12))
     credential_rotated_at: Mapped[datetime]
+    # A legacy tracker that cannot carry a credential may send by its id alone, through the
+    # tenant's ingest key (see TelemetrySettings); off unless set per device.
+    allow_id_only: Mapped[bool] = mapped_column(Boolean, default=False)
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class TelemetrySettings(TenantMixin, Base):
+    """A tenant's telemetry policy: how long positions are kept, and its ingest key for
+    id-only devices (none until the tenant creates one)."""
+
+    __tablename__ = "telemetry_settings"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    retention_days: Mapped[int] = mapped_column(Integer, default=365)
+    ingest_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
+    ingest_key_prefix: Mapped[str | None] = mapped_column(String(12), default=None)
+    updated_at: Mapped[datetime]
+
+
+class Position(TenantMixin, Base):
+    """One stored message of a device: the table every point lands in, by far the largest.
+
+    Keyed by (device, fix time): a point delivered twice (a retry, a redelivery from the queue)
+    is stored once. On PostgreSQL the table is range-partitioned by month of the fix time, so
+    retention drops whole partitions. No foreign keys: each would be checked per row on the
+    hot path, and devices are deactivated, never deleted.
+    """
+
+    __tablename__ = "positions"
+    __table_args__ = (
+        Index("ix_positions_vehicle_id_fix_time", "vehicle_id", "fix_time"),
+        {"postgresql_partition_by": "RANGE (fix_time)"},
+    )
+
+    # Declared here without the mixin's foreign key and index (see the docstring); the device
+    # index leads with the device, which belongs to one tenant.
+    tenant_id: Mapped[uuid.UUID] = mapped_column()
+    device_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    fix_time: Mapped[datetime] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime]
+    vehicle_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    lat: Mapped[float | None] = mapped_column(Float(53), default=None)
+    lon: Mapped[float | None] = mapped_column(Float(53), default=None)
+    valid: Mapped[bool] = mapped_column(Boolean, default=True)
+    server_time: Mapped[bool] = mapped_column(Boolean, default=False)
+    speed_mps: Mapped[float | None] = mapped_column(Float, default=None)
+    course_deg: Mapped[float | None] = mapped_column(Float, default=None)
+    altitude_m: Mapped[float | None] = mapped_column(Float, default=None)
+    accuracy_m: Mapped[float | None] = mapped_column(Float, default=None)
+    hdop: Mapped[float | None] = mapped_column(Float, default=None)
+    battery_pct: Mapped[float | None] = mapped_column(Float, default=None)
+    charging: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    ignition: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    odometer_m: Mapped[float | None] = mapped_column(Float(53), default=None)
+    driver_unique_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    attributes: Mapped[dict[str, Any] | None] = mapped_column(Attributes, default=None)
+
+
+class LastPosition(TenantMixin, Base):
+    """Each device's newest fix and the running state its derived data continues from."""
+
+    __tablename__ = "last_positions"
+
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    vehicle_id: Mapped[uuid.UUID | None] = mapped_column(index=True, default=None)
+    last_message_at: Mapped[datetime]
+    fix_time: Mapped[datetime | None] = mapped_column(default=None)
+    lat: Mapped[float | None] = mapped_column(Float(53), default=None)
+    lon: Mapped[float | None] = mapped_column(Float(53), default=None)
+    speed_mps: Mapped[float | None] = mapped_column(Float, default=None)
+    course_deg: Mapped[float | None] = mapped_column(Float, default=None)
+    altitude_m: Mapped[float | None] = mapped_column(Float, default=None)
+    accuracy_m: Mapped[float | None] = mapped_column(Float, default=None)
+    battery_pct: Mapped[float | None] = mapped_column(Float, default=None)
+    ignition: Mapped[bool | None] = mapped_column(Boolean, default=None)
+    # The vehicle's odometer as telemetry knows it (the device's own, else GPS distance).
+    odometer_m: Mapped[float | None] = mapped_column(Float(53), default=None)
+    derive_state: Mapped[dict[str, Any] | None] = mapped_column(Attributes, default=None)
+    updated_at: Mapped[datetime]

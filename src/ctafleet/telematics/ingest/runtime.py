@@ -1,0 +1,46 @@
+"""The pipeline's parts for one process, built from the settings: the queue, the device
+authenticator, the OsmAnd endpoint and, without Redis, the in-process worker."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ctafleet.db.engine import Database
+from ctafleet.kernel.clock import Clock
+from ctafleet.telematics.ingest.credentials import DeviceAuthenticator
+from ctafleet.telematics.ingest.osmand_http import OsmAndIngest
+from ctafleet.telematics.ingest.queue import MemoryQueue, RedisQueue, TelemetryQueue
+from ctafleet.telematics.ingest.worker import Worker
+
+
+@dataclass
+class Telemetry:
+    queue: TelemetryQueue
+    auth: DeviceAuthenticator
+    osmand: OsmAndIngest
+    # The worker that runs inside this process (embedded setup), if any.
+    worker: Worker | None
+
+
+def make_queue(settings: Any, redis: Any) -> TelemetryQueue:
+    t = settings.telemetry
+    if redis is not None:
+        return RedisQueue(redis, max_depth=t.queue_max_entries, shards=t.queue_shards)
+    return MemoryQueue(max_depth=t.queue_max_entries, shards=t.queue_shards)
+
+
+def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
+    queue = make_queue(settings, redis)
+    auth = DeviceAuthenticator(db, clock, ttl_s=settings.telemetry.credential_cache_ttl_s)
+    worker = None
+    if redis is None and settings.telemetry.in_process_worker:
+        worker = Worker(
+            db=db, queue=queue, clock=clock, batch_entries=settings.telemetry.worker_batch_entries
+        )
+    return Telemetry(
+        queue=queue,
+        auth=auth,
+        osmand=OsmAndIngest(auth=auth, queue=queue, clock=clock),
+        worker=worker,
+    )

@@ -1,0 +1,126 @@
+"""The worker: drains the telemetry queue into the database in batches.
+
+One loop: renew shard leases, read up to `batch_entries` envelopes from the owned shards (first
+the pending ones of shards just taken over, which a dead worker read but never acknowledged),
+store them and update what they change in one transaction, then acknowledge. A failed batch is
+not acknowledged: it is read again, and the writer's idempotence makes the retry store and
+derive nothing twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+
+import structlog
+
+from ctafleet.db.engine import Database
+from ctafleet.kernel.clock import Clock
+from ctafleet.observability.metrics import (
+    INGEST_BATCH_SIZE,
+    INGEST_LAG,
+    INGEST_QUEUE_DEPTH,
+    INGEST_QUEUE_OLDEST,
+    INGEST_WRITE,
+)
+from ctafleet.telematics.ingest import tracking, writer
+from ctafleet.telematics.ingest.leases import AllShards, ShardLeases
+from ctafleet.telematics.ingest.queue import Delivery, TelemetryQueue
+
+log = structlog.get_logger("ctafleet.worker")
+
+
+@dataclass
+class BatchOutcome:
+    entries: int
+    points: int
+    stored: int
+
+
+class Worker:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        queue: TelemetryQueue,
+        clock: Clock,
+        leases: AllShards | ShardLeases | None = None,
+        batch_entries: int = 2000,
+        block_s: float = 0.5,
+        tick_s: float = 2.0,
+    ) -> None:
+        self.db = db
+        self.queue = queue
+        self.clock = clock
+        self.leases = leases or AllShards(queue.shards)
+        self.batch_entries = batch_entries
+        self.block_s = block_s
+        self.tick_s = tick_s
+        self._ticked = float("-inf")
+        self.batches = 0
+
+    async def _deliveries(self) -> list[Delivery]:
+        if self.leases.acquired:
+            recovering = sorted(self.leases.acquired)
+            pending = await self.queue.read(
+                recovering, count=self.batch_entries, block_s=0, pending=True
+            )
+            if pending:
+                return pending
+            self.leases.acquired.clear()
+        return await self.queue.read(
+            sorted(self.leases.owned), count=self.batch_entries, block_s=self.block_s
+        )
+
+    async def run_once(self) -> BatchOutcome:
+        if time.monotonic() - self._ticked >= self.tick_s:
+            await self.leases.tick()
+            self._ticked = time.monotonic()
+        deliveries = await self._deliveries()
+        if not deliveries:
+            return BatchOutcome(0, 0, 0)
+        envelopes = [d.envelope for d in deliveries]
+        started = time.perf_counter()
+        now = self.clock.now()
+        async with self.db.system_session() as session, session.begin():
+            result = await writer.write(session, envelopes)
+            await tracking.apply(session, result, now)
+        INGEST_WRITE.observe(time.perf_counter() - started)
+        await self.queue.ack(deliveries)
+        committed = self.clock.now()
+        points = sum(len(e.points) for e in envelopes)
+        INGEST_BATCH_SIZE.observe(points)
+        for env in envelopes:
+            INGEST_LAG.observe(max(0.0, (committed - env.received_at).total_seconds()))
+        self.batches += 1
+        return BatchOutcome(len(deliveries), points, result.stored)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Until `stop` is set; a failing batch is retried with a growing pause (at most 5 s)."""
+        backoff = 0.1
+        gauges_at = float("-inf")
+        try:
+            while not stop.is_set():
+                try:
+                    await self.run_once()
+                    backoff = 0.1
+                    if time.monotonic() - gauges_at > 5:
+                        await self.refresh_gauges()
+                        gauges_at = time.monotonic()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    log.warning("batch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                    # What was read stays pending: read it again first.
+                    self.leases.acquired |= self.leases.owned
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), backoff)
+                    backoff = min(backoff * 2, 5.0)
+        finally:
+            await self.leases.release_all()
+
+    async def refresh_gauges(self) -> None:
+        INGEST_QUEUE_DEPTH.set(await self.queue.depth())
+        INGEST_QUEUE_OLDEST.set(await self.queue.oldest_age_s())

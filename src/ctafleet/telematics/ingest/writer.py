@@ -1,0 +1,208 @@
+"""The batch writer: a batch of envelopes into `positions`, idempotent on (device, fix time).
+
+PostgreSQL: `COPY` into a per-connection staging table, then one
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING RETURNING` that says which points are new (a
+redelivered batch stores nothing twice and derives nothing twice). SQLite: one `executemany`
+of the points not stored yet, in the batch's transaction (SQLite has one writer at a time).
+
+The caller owns the transaction (a system session: a batch spans tenants).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+import orjson
+from sqlalchemy import Table, and_, insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ctafleet.telematics.ingest.envelope import Envelope
+from ctafleet.telematics.models import Position
+from ctafleet.telematics.points import Point
+
+COLUMNS = (
+    "tenant_id",
+    "device_id",
+    "fix_time",
+    "received_at",
+    "vehicle_id",
+    "lat",
+    "lon",
+    "valid",
+    "server_time",
+    "speed_mps",
+    "course_deg",
+    "altitude_m",
+    "accuracy_m",
+    "hdop",
+    "battery_pct",
+    "charging",
+    "ignition",
+    "odometer_m",
+    "driver_unique_id",
+    "attributes",
+)
+_STAGING = "positions_in"
+_STAGING_DDL = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGING} "
+    "(LIKE positions INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+)
+# Built from the constants above, no input.
+_MERGE = (
+    f"INSERT INTO positions ({', '.join(COLUMNS)}) "  # noqa: S608
+    f"SELECT {', '.join(COLUMNS)} FROM {_STAGING} "
+    "ON CONFLICT DO NOTHING RETURNING device_id, fix_time"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    tenant_id: uuid.UUID
+    vehicle_id: uuid.UUID | None
+    last_message_at: datetime
+
+
+@dataclass
+class WriteResult:
+    # Per device, the points this batch stored for the first time, in fix-time order.
+    new_points: dict[uuid.UUID, list[Point]] = field(default_factory=dict)
+    # Per device, its newest message in the batch (with or without coordinates).
+    contacts: dict[uuid.UUID, Contact] = field(default_factory=dict)
+    stored: int = 0
+    duplicates: int = 0
+
+
+def _storable(point: Point) -> bool:
+    # A message without coordinates (a heartbeat) only updates the last contact.
+    return point.lat is not None and point.lon is not None
+
+
+def _collect(
+    envelopes: list[Envelope],
+) -> tuple[dict[tuple[uuid.UUID, datetime], Any], WriteResult]:
+    """The batch's distinct storable points by key (the first delivery wins) and contacts."""
+    points: dict[tuple[uuid.UUID, datetime], Any] = {}
+    result = WriteResult()
+    for env in envelopes:
+        newest = max((p.fix_time for p in env.points), default=env.received_at)
+        contact = result.contacts.get(env.device_id)
+        last = max(newest, env.received_at)
+        if contact is None or contact.last_message_at < last:
+            result.contacts[env.device_id] = Contact(env.tenant_id, env.vehicle_id, last)
+        for p in env.points:
+            if _storable(p):
+                points.setdefault((env.device_id, p.fix_time), (env, p))
+    return points, result
+
+
+def _row(env: Envelope, p: Point) -> tuple[Any, ...]:
+    return (
+        env.tenant_id,
+        env.device_id,
+        p.fix_time,
+        env.received_at,
+        env.vehicle_id,
+        p.lat,
+        p.lon,
+        p.valid,
+        p.server_time,
+        p.speed_mps,
+        p.course_deg,
+        p.altitude_m,
+        p.accuracy_m,
+        p.hdop,
+        p.battery_pct,
+        p.charging,
+        p.ignition,
+        p.odometer_m,
+        p.driver_unique_id,
+        p.attributes or None,
+    )
+
+
+async def write(session: AsyncSession, envelopes: list[Envelope]) -> WriteResult:
+    """Store the batch's points (inside the caller's transaction)."""
+    points, result = _collect(envelopes)
+    if not points:
+        return result
+    connection = await session.connection()
+    if connection.dialect.name == "postgresql":
+        new_keys = await _write_postgres(session, points)
+    else:
+        new_keys = await _write_other(session, points)
+    by_device: dict[uuid.UUID, list[Point]] = defaultdict(list)
+    for key in new_keys:
+        by_device[key[0]].append(points[key][1])
+    for device, device_points in by_device.items():
+        device_points.sort(key=lambda p: p.fix_time)
+        result.new_points[device] = device_points
+    result.stored = len(new_keys)
+    result.duplicates = sum(len(e.points) for e in envelopes) - result.stored
+    return result
+
+
+# Months whose partition this process has seen exist: a batch asks PostgreSQL only for others.
+_known_partitions: set[tuple[int, int]] = set()
+
+
+async def _ensure_partitions(driver: Any, times: Any) -> None:
+    months = {(t.year, t.month) for t in times} - _known_partitions
+    for year, month in sorted(months):
+        start = datetime(year, month, 1, tzinfo=UTC)
+        await driver.execute("SELECT ctafleet_positions_partition($1)", start)
+        _known_partitions.add((year, month))
+
+
+def forget_partitions() -> None:
+    """After partitions were dropped (retention), the next batch checks again."""
+    _known_partitions.clear()
+
+
+async def _write_postgres(
+    session: AsyncSession, points: dict[tuple[uuid.UUID, datetime], Any]
+) -> list[tuple[uuid.UUID, datetime]]:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await _ensure_partitions(driver, (p.fix_time.astimezone(UTC) for _, p in points.values()))
+    await driver.execute(_STAGING_DDL)
+    records = []
+    for env, p in points.values():
+        row = _row(env, p)
+        if row[-1] is not None:  # the connection's jsonb codec takes JSON text
+            row = (*row[:-1], orjson.dumps(row[-1]).decode())
+        records.append(row)
+    await driver.copy_records_to_table(_STAGING, records=records, columns=COLUMNS)
+    rows = await driver.fetch(_MERGE)
+    return [(r["device_id"], r["fix_time"].astimezone(UTC)) for r in rows]
+
+
+async def _write_other(
+    session: AsyncSession, points: dict[tuple[uuid.UUID, datetime], Any]
+) -> list[tuple[uuid.UUID, datetime]]:
+    # Which keys are stored already: one range read per device, then an executemany of the rest.
+    ranges: dict[uuid.UUID, list[datetime]] = defaultdict(list)
+    for device, fix_time in points:
+        ranges[device].append(fix_time)
+    table = cast(Table, Position.__table__)
+    existing: set[tuple[uuid.UUID, datetime]] = set()
+    for device, times in ranges.items():
+        stmt = select(table.c.device_id, table.c.fix_time).where(
+            and_(
+                table.c.device_id == device,
+                table.c.fix_time >= min(times),
+                table.c.fix_time <= max(times),
+            )
+        )
+        existing.update((row[0], row[1]) for row in await session.execute(stmt))
+    new = [key for key in points if key not in existing]
+    if new:
+        await session.execute(
+            insert(table),
+            [dict(zip(COLUMNS, _row(*points[key]), strict=True)) for key in new],
+        )
+    return new
