@@ -35,6 +35,7 @@ from ctafleet.fleet.vehicles.routes import router as vehicles_router
 from ctafleet.telematics import metrics as telematics_metrics
 from ctafleet.telematics import models as _telematics_models  # noqa: F401
 from ctafleet.telematics.routes import router as devices_router
+from ctafleet.telematics.routes import telemetry_router
 from ctafleet.tenants import models as _tenant_models  # noqa: F401
 from ctafleet.tenants.routes import router as tenant_router
 
@@ -44,6 +45,7 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     drivers_router,
     assignments_router,
     devices_router,
+    telemetry_router,
     auth_router,
     sso_router,
     users_router,

@@ -174,6 +174,8 @@ PROBES: dict[Permission, Probe] = {
     Permission.devices_manage: Probe(
         "POST", f"/api/v1/devices/{_missing()}/rotate-credential", 404
     ),
+    Permission.telemetry_read: Probe("GET", "/api/v1/telemetry/snapshot", 200),
+    Permission.telemetry_write: Probe("POST", "/api/v1/telemetry", 202, {"points": []}),
 }
 
 

@@ -27,6 +27,8 @@ class Permission(StrEnum):
     assignments_write = "assignments:write"
     devices_read = "devices:read"
     devices_manage = "devices:manage"
+    telemetry_read = "telemetry:read"
+    telemetry_write = "telemetry:write"
 
 
 DESCRIPTIONS: dict[Permission, str] = {
@@ -48,6 +50,9 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.assignments_write: "Create, end and delete assignments.",
     Permission.devices_read: "List and read telematics devices.",
     Permission.devices_manage: "Register devices, bind them to vehicles, rotate credentials.",
+    Permission.telemetry_read: "Read positions, tracks and the live fleet map.",
+    Permission.telemetry_write: "Send positions on behalf of the tenant's devices (JSON batch "
+    "API; devices themselves use their own credential).",
 }
 
 _READ_FLEET = {
@@ -56,6 +61,7 @@ _READ_FLEET = {
     Permission.drivers_read,
     Permission.assignments_read,
     Permission.devices_read,
+    Permission.telemetry_read,
 }
 _ALL = {p for p in Permission if p not in (Permission.public, Permission.authenticated)}
 
@@ -70,6 +76,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.drivers_write,
             Permission.assignments_write,
             Permission.devices_manage,
+            Permission.telemetry_write,
             Permission.audit_read_fleet,
         }
     ),
@@ -80,6 +87,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.vehicles_read,
             Permission.vehicles_meters,
             Permission.devices_read,
+            Permission.telemetry_read,
         }
     ),
     Role.driver: frozenset(

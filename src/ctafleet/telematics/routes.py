@@ -1,21 +1,36 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
-from ctafleet.auth.deps import Ctx, require
+from ctafleet.api.problems import Problem
+from ctafleet.api.state import AppState, get_state
+from ctafleet.auth.deps import Ctx, require, unauthorized
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
-from ctafleet.telematics import service
+from ctafleet.kernel.schemas import UtcDatetime
+from ctafleet.observability.metrics import INGEST_POINTS
+from ctafleet.telematics import positions, service
+from ctafleet.telematics.ingest import batch
+from ctafleet.telematics.ingest.credentials import DEVICE_PREFIX, DeviceAuth
+from ctafleet.telematics.ingest.queue import QueueFull, QueueUnavailable
 from ctafleet.telematics.models import Device
 from ctafleet.telematics.schemas import (
+    BatchAccepted,
     DeviceCreate,
     DeviceRead,
     DeviceUpdate,
     DeviceWithCredential,
+    LastPositionRead,
+    PositionPage,
+    PositionRead,
+    RejectedPoint,
+    Snapshot,
 )
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -106,3 +121,165 @@ async def rotate_credential(
     )
     versioned(response, device)
     return _with_credential(device, secret)
+
+
+# --- positions -----------------------------------------------------------------------------
+
+telemetry_router = APIRouter(tags=["telemetry"])
+_user_writer = require(Permission.telemetry_write)
+
+
+@dataclass
+class TelemetryWriter:
+    """Who sends a batch: a device with its own credential, or a user for the tenant."""
+
+    device: DeviceAuth | None
+    ctx: Ctx | None
+    state: AppState
+
+
+async def telemetry_writer(request: Request) -> TelemetryWriter:
+    state = get_state(request)
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and token.startswith(DEVICE_PREFIX):
+        device = await state.telemetry.auth.device(token, None)
+        if device is None:
+            INGEST_POINTS.labels("json", "rejected", "unauthorized").inc()
+            raise unauthorized("unknown, wrong or revoked device credential")
+        return TelemetryWriter(device=device, ctx=None, state=state)
+    ctx = await _user_writer(request)
+    return TelemetryWriter(device=None, ctx=ctx, state=state)
+
+
+telemetry_writer.__permission__ = Permission.telemetry_write  # type: ignore[attr-defined]
+
+_BATCH_SCHEMA = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "required": ["points"],
+                    "properties": {
+                        "device": {"type": "string", "maxLength": 64},
+                        "points": {"type": "array", "items": {"type": "object"}},
+                    },
+                }
+            }
+        },
+    }
+}
+
+
+@telemetry_router.post(
+    "/telemetry",
+    response_model=BatchAccepted,
+    status_code=202,
+    summary="Send a batch of positions (device credential or a user with telemetry:write)",
+    description=batch.__doc__,
+    openapi_extra=_BATCH_SCHEMA,
+)
+async def send_batch(
+    request: Request, writer: TelemetryWriter = Depends(telemetry_writer)
+) -> BatchAccepted:
+    state = writer.state
+    body = await request.body()
+    try:
+        result = await positions.accept_batch(
+            session=writer.ctx.session if writer.ctx else None,
+            actor=writer.ctx.actor if writer.ctx else None,
+            device=writer.device,
+            queue=state.telemetry.queue,
+            body=body,
+            now=state.clock.now(),
+            max_points=state.settings.telemetry.max_batch_points,
+        )
+    except batch.BatchError as exc:
+        INGEST_POINTS.labels("json", "rejected", exc.reason).inc()
+        raise Problem(400, f"telemetry-{exc.reason}", exc.detail) from exc
+    except QueueFull as exc:
+        raise Problem(
+            503,
+            "ingest-queue-full",
+            "the ingest queue is full; retry later",
+            headers={"Retry-After": str(exc.retry_after_s)},
+        ) from exc
+    except QueueUnavailable as exc:
+        raise Problem(
+            503,
+            "ingest-unavailable",
+            "the ingest queue is unavailable",
+            headers={"Retry-After": "5"},
+        ) from exc
+    INGEST_POINTS.labels("json", "accepted", "").inc(result.accepted)
+    for r in result.rejected:
+        INGEST_POINTS.labels("json", "rejected", r.reason).inc()
+    return BatchAccepted(
+        accepted=result.accepted,
+        rejected=[
+            RejectedPoint(index=r.index, reason=r.reason, field=r.field) for r in result.rejected
+        ],
+    )
+
+
+def _cursor(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+@telemetry_router.get(
+    "/devices/{device_id}/positions",
+    response_model=PositionPage,
+    summary="A device's positions in a time range, oldest first",
+)
+async def device_positions(
+    device_id: uuid.UUID,
+    since: UtcDatetime | None = Query(None, description="From this time (inclusive)."),
+    until: UtcDatetime | None = Query(None, description="Up to this time (inclusive)."),
+    cursor: UtcDatetime | None = Query(None, description="`next_cursor` of the previous page."),
+    limit: int = Query(1000, ge=1, le=positions.MAX_PAGE),
+    ctx: Ctx = Depends(require(Permission.telemetry_read)),
+) -> PositionPage:
+    rows, after = await positions.device_positions(
+        session=ctx.session,
+        actor=ctx.actor,
+        device_id=device_id,
+        since=since,
+        until=until,
+        after=cursor,
+        limit=limit,
+    )
+    return PositionPage(
+        data=[PositionRead.model_validate(r) for r in rows], next_cursor=_cursor(after)
+    )
+
+
+@telemetry_router.get(
+    "/vehicles/{vehicle_id}/position",
+    response_model=LastPositionRead,
+    summary="The vehicle's last known position",
+    responses={404: {"description": "No such vehicle, or it has reported no fix yet."}},
+)
+async def vehicle_position(
+    vehicle_id: uuid.UUID, ctx: Ctx = Depends(require(Permission.telemetry_read))
+) -> LastPositionRead:
+    row = await positions.vehicle_position(
+        session=ctx.session, actor=ctx.actor, vehicle_id=vehicle_id
+    )
+    if row is None:
+        raise Problem(404, "no-position", "the vehicle has reported no position yet")
+    return LastPositionRead.model_validate(row)
+
+
+@telemetry_router.get(
+    "/telemetry/snapshot",
+    response_model=Snapshot,
+    summary="Every device's last position: the fleet map",
+)
+async def fleet_snapshot(
+    vehicle_id: uuid.UUID | None = None,
+    ctx: Ctx = Depends(require(Permission.telemetry_read)),
+) -> Snapshot:
+    rows = await positions.snapshot(session=ctx.session, actor=ctx.actor, vehicle_id=vehicle_id)
+    return Snapshot(data=[LastPositionRead.model_validate(r) for r in rows])

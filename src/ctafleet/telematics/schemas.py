@@ -51,3 +51,65 @@ class DeviceWithCredential(DeviceRead):
     credential: str = Field(
         description="The ingest credential. Shown only now: store it on the device."
     )
+
+
+class PositionRead(ReadModel):
+    """One stored message of a device (SI units, UTC)."""
+
+    device_id: uuid.UUID
+    vehicle_id: uuid.UUID | None
+    fix_time: datetime
+    received_at: datetime
+    lat: float | None
+    lon: float | None
+    valid: bool = Field(description="False for a fix the device marked invalid or at 0,0.")
+    server_time: bool = Field(description="The message had no time: `fix_time` is receipt.")
+    speed_mps: float | None
+    course_deg: float | None
+    altitude_m: float | None
+    accuracy_m: float | None
+    hdop: float | None
+    battery_pct: float | None
+    charging: bool | None
+    ignition: bool | None
+    odometer_m: float | None
+    driver_unique_id: str | None
+    attributes: dict[str, int | float | bool | str] | None
+
+
+class PositionPage(ReadModel):
+    data: list[PositionRead]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page.")
+
+
+class LastPositionRead(ReadModel):
+    """A device's newest fix and last contact: what the map shows."""
+
+    device_id: uuid.UUID
+    vehicle_id: uuid.UUID | None
+    last_message_at: datetime
+    fix_time: datetime | None
+    lat: float | None
+    lon: float | None
+    speed_mps: float | None
+    course_deg: float | None
+    altitude_m: float | None
+    accuracy_m: float | None
+    battery_pct: float | None
+    ignition: bool | None
+    odometer_m: float | None
+
+
+class Snapshot(ReadModel):
+    data: list[LastPositionRead]
+
+
+class RejectedPoint(ReadModel):
+    index: int = Field(description="The point's position in the request's `points`.")
+    reason: str
+    field: str | None
+
+
+class BatchAccepted(ReadModel):
+    accepted: int = Field(description="Points queued; they are stored within seconds.")
+    rejected: list[RejectedPoint]
