@@ -200,6 +200,41 @@ def demo(
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None, server_header=False)
 
 
+@app.command()
+def worker(
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics listener.")] = (
+        "127.0.0.1"
+    ),
+    metrics_port: Annotated[
+        int,
+        typer.Option(help="Serve Prometheus metrics on this port (0: none).", min=0, max=65535),
+    ] = 0,
+) -> None:
+    """Drain the telemetry queue (Redis) into the database; several workers share the shards.
+
+    SIGTERM or Ctrl-C finish and commit the batch in hand, then give the shards back."""
+    settings = _settings()
+    if not settings.redis.url:
+        raise _fail(
+            "the worker consumes the Redis queue: set CTAFLEET_REDIS__URL (without Redis, "
+            "`ctafleet serve` runs its worker in-process)"
+        )
+    from ctafleet.observability import metrics
+    from ctafleet.observability.logging import configure_logging
+    from ctafleet.telematics.ingest import process
+
+    configure_logging(settings)
+    metrics.set_build_info("worker")
+    if metrics_port:
+        problem = _port_problem(metrics_host, metrics_port)
+        if problem:
+            raise _fail(f"cannot listen on {metrics_host}:{metrics_port}: {problem}")
+        from prometheus_client import start_http_server
+
+        start_http_server(metrics_port, addr=metrics_host, registry=metrics.REGISTRY)
+    process.run_until_signalled(settings)
+
+
 def _port_problem(host: str, port: int) -> str | None:
     """Why the server could not listen there, or None (the socket is closed again at once)."""
     import errno

@@ -177,6 +177,19 @@ class TelemetrySettings(BaseModel):
         description="How long ingest trusts a device credential it checked: a revoked or "
         "rotated credential stops working within this time on every replica.",
     )
+    queue_prefix: str = Field(
+        "ctafleet:telemetry",
+        pattern=r"^[A-Za-z0-9:_.-]{1,64}$",
+        description="Prefix of the queue's Redis keys (streams, shard leases): deployments "
+        "sharing one Redis need different prefixes.",
+    )
+    lease_ttl_s: float = Field(
+        15.0,
+        ge=1,
+        le=300,
+        description="A worker's hold on a shard lasts this long unless renewed: the shards of a "
+        "worker that died pass to the others after at most this time.",
+    )
     in_process_worker: bool = Field(
         True,
         description="Without Redis, the API process drains its in-process queue itself. With "

@@ -226,11 +226,12 @@ class RedisQueue:
             return []
         await self.ensure_groups()
         streams = {self.keys[s]: ("0" if pending else ">") for s in shards}
+        # COUNT bounds each stream, not the answer: share `count` out so a batch stays a batch.
         answer = await self.redis.xreadgroup(
             GROUP,
             CONSUMER,
             streams,
-            count=count,
+            count=max(1, -(-count // len(shards))),
             block=None if pending or block_s <= 0 else int(block_s * 1000),
         )
         index = {key.encode(): n for n, key in enumerate(self.keys)}

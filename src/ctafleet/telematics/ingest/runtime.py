@@ -26,7 +26,9 @@ class Telemetry:
 def make_queue(settings: Any, redis: Any) -> TelemetryQueue:
     t = settings.telemetry
     if redis is not None:
-        return RedisQueue(redis, max_depth=t.queue_max_entries, shards=t.queue_shards)
+        return RedisQueue(
+            redis, max_depth=t.queue_max_entries, shards=t.queue_shards, prefix=t.queue_prefix
+        )
     return MemoryQueue(max_depth=t.queue_max_entries, shards=t.queue_shards)
 
 
