@@ -104,11 +104,25 @@ def serve(
             "them through PROMETHEUS_MULTIPROC_DIR (made fresh here if unset).",
         ),
     ] = 1,
+    osmand_port: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            max=65535,
+            help="Also accept OsmAnd device messages on this port, on any path and method "
+            "(Traccar's 5055 for trackers configured that way; 0: none). /ingest/osmand on the "
+            "API port works either way.",
+        ),
+    ] = 0,
 ) -> None:
     """Run the API server: the REST API, its docs (/api/docs), health and metrics."""
     import uvicorn
 
     settings = _settings()
+    if osmand_port and workers > 1:
+        raise _fail("--osmand-port needs --workers 1 (run more replicas to scale instead)")
+    if osmand_port == port:
+        raise _fail("--osmand-port must differ from --port")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -120,11 +134,36 @@ def serve(
     if workers == 1:
         from ctafleet.app import create_app
 
-        uvicorn.run(create_app(settings), **options)
+        api = create_app(settings)
+        if not osmand_port:
+            uvicorn.run(api, **options)
+            return
+        problem = _port_problem(host, osmand_port)
+        if problem:
+            raise _fail(f"cannot listen on {host}:{osmand_port}: {problem}")
+        osmand = api.state.ctafleet.telemetry.osmand
+        servers = [
+            uvicorn.Server(uvicorn.Config(api, **options)),
+            # The endpoint alone, sharing the API's queue and device authentication.
+            uvicorn.Server(
+                uvicorn.Config(osmand, **{**options, "port": osmand_port}, lifespan="off")
+            ),
+        ]
+        asyncio.run(_serve_together(servers))
         return
     _multiprocess_metrics_dir(settings.data_dir)
     # Several processes need an import string; each builds the app from the same environment.
     uvicorn.run("ctafleet.app:create_app", factory=True, workers=workers, **options)
+
+
+async def _serve_together(servers: list[Any]) -> None:
+    """Run the servers until one of them stops (a signal reaches whichever installed its
+    handler last), then stop the others."""
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:
+        server.should_exit = True
+    await asyncio.gather(*tasks)
 
 
 def _multiprocess_metrics_dir(data_dir: Path) -> None:
