@@ -10,12 +10,13 @@ BIN := $(VENV)/bin
 # CTAFLEET_REQUIRE_SERVICES=1 so a missing service fails instead).
 export CTAFLEET_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export CTAFLEET_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
+export CTAFLEET_TEST_MQTT_URL ?= mqtt://127.0.0.1:1883
 PYTEST_ARGS ?= -n auto
 # `make demo PORT=8080 HOST=0.0.0.0`
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo test lint types pytest install install-dev tools docs clean
+.PHONY: demo simulate test lint types pytest install install-dev tools docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CTAFleet needs Python 3.11 or newer")'
@@ -40,6 +41,10 @@ install-dev: $(VENV)/.installed-dev
 demo: install
 	@echo "==> starting the demo on http://$(HOST):$(PORT) (stop with Ctrl-C)"
 	$(BIN)/ctafleet demo --host $(HOST) --port $(PORT)
+
+# A second simulated fleet against a running demo (`make demo` drives one already).
+simulate: install
+	$(BIN)/ctafleet simulate --url http://$(HOST):$(PORT)
 
 lint: install-dev
 	$(BIN)/ruff check .

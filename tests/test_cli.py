@@ -409,3 +409,55 @@ def test_demo_on_postgresql(fresh_pg: Any, tmp_path: Path) -> None:
             await app.state.ctafleet.db.dispose()
 
     asyncio.run(check())
+
+
+def test_the_served_demo_fleet_moves(data_dir: Path) -> None:
+    """`ctafleet demo` serves and drives its fleet through the OsmAnd endpoint: within seconds
+    every vehicle has a position, and positions change; SIGINT stops both cleanly."""
+    import signal
+    import time
+
+    import httpx
+
+    from tests.kit.net import free_port, wait_listening
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).with_name("ctafleet")), "demo", "--vehicles=3", f"--port={port}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_listening(port, proc, timeout=120)
+        creds = json.loads((data_dir / "demo-credentials.json").read_text())
+        manager = next(u for u in creds["users"] if u["role"] == "fleet_manager")
+        base = f"http://127.0.0.1:{port}"
+        r = httpx.post(
+            f"{base}/api/v1/auth/login",
+            json={"email": manager["email"], "password": manager["password"]},
+        )
+        assert r.status_code == 200, r.text
+        headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        def snapshot() -> dict[str, tuple[float, float]]:
+            r = httpx.get(f"{base}/api/v1/telemetry/snapshot", headers=headers)
+            assert r.status_code == 200, r.text
+            return {p["vehicle_id"]: (p["lat"], p["lon"]) for p in r.json()["data"] if p["lat"]}
+
+        deadline = time.monotonic() + 60
+        first: dict[str, tuple[float, float]] = {}
+        while len(first) < 3 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            first = snapshot()
+        assert len(first) == 3, first
+        moved: set[str] = set()
+        while not moved and time.monotonic() < deadline:
+            time.sleep(1)
+            moved = {v for v, at in snapshot().items() if at != first[v]}
+        assert moved, "no vehicle moved"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, out.decode()
+    assert "the demo fleet is driving" in out.decode()
+    assert "Traceback" not in out.decode()

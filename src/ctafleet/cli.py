@@ -15,6 +15,7 @@ from ctafleet import __version__
 from ctafleet.clihelp import HELP
 from ctafleet.ops.backup.cli import backup_app
 from ctafleet.ops.dr.cli import dr_app
+from ctafleet.telematics.cli import simulate
 
 app = typer.Typer(
     **HELP,
@@ -42,6 +43,7 @@ app.add_typer(permissions_app, name="permissions")
 app.add_typer(fleet_app, name="fleet")
 app.add_typer(backup_app, name="backup")
 app.add_typer(dr_app, name="dr")
+app.command("simulate")(simulate)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -186,8 +188,12 @@ def demo(
         int, typer.Option(help="Vehicles in the demo fleet.", min=1, max=5000)
     ] = 50,
     no_serve: Annotated[bool, typer.Option("--no-serve", help="Set up and exit.")] = False,
+    no_simulate: Annotated[
+        bool, typer.Option("--no-simulate", help="Serve without driving the demo fleet.")
+    ] = False,
 ) -> None:
-    """Everything on the embedded default: migrate, seed a demo tenant, serve."""
+    """Everything on the embedded default: migrate, seed a demo tenant, serve, and drive the
+    demo fleet through the OsmAnd endpoint."""
     from ctafleet.config import with_signing_key
     from ctafleet.db.engine import Database
     from ctafleet.db.migrate import upgrade
@@ -232,11 +238,53 @@ def demo(
     typer.echo("")
     if no_serve:
         return
+    import contextlib
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve_and_drive(settings, host=host, port=port, drive=not no_simulate))
+
+
+async def _serve_and_drive(settings: Any, *, host: str, port: int, drive: bool) -> None:
+    """Serve the app and, once it listens, drive the demo fleet against it."""
+    import contextlib
+    import logging
+
     import uvicorn
 
     from ctafleet.app import create_app
+    from ctafleet.demo import drive_fleet
+    from ctafleet.telematics.simulate import SimulationError
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, server_header=False)
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_config=None, server_header=False
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    driving: asyncio.Task[None] | None = None
+    if drive:
+        # uvicorn offers a flag, not an event, for "listening".
+        while not server.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if server.started:
+            logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per fix otherwise
+            wildcard = host in ("", "0.0.0.0", "::")  # noqa: S104 (a comparison, not a bind)
+            local = "127.0.0.1" if wildcard else host
+            local = f"[{local}]" if ":" in local else local
+            driving = asyncio.create_task(drive_fleet(settings, url=f"http://{local}:{port}"))
+
+            def report(task: asyncio.Task[None]) -> None:
+                if not task.cancelled() and isinstance(task.exception(), SimulationError):
+                    typer.secho(f"demo fleet stopped: {task.exception()}", err=True)
+
+            driving.add_done_callback(report)
+            typer.echo("the demo fleet is driving (positions every ~5 s; --no-simulate to stop)")
+    try:
+        await serving
+    finally:
+        if driving is not None:
+            driving.cancel()
+            with contextlib.suppress(asyncio.CancelledError, SimulationError):
+                await driving
 
 
 @app.command()

@@ -29,12 +29,12 @@ from ctafleet.kernel.context import Actor
 from ctafleet.kernel.roles import Role
 from ctafleet.telematics.models import Device
 from ctafleet.telematics.service import new_credential
+from ctafleet.telematics.simulate import DEVICES_FILE
 from ctafleet.tenants.service import create_tenant, find_tenant
 
 DEMO_SLUG = "demo"
 DEMO_DOMAIN = "demo.example.org"
 CREDENTIALS_FILE = "demo-credentials.json"
-DEVICES_FILE = "demo-devices.json"
 
 _MODELS = [
     ("Ford", "F-150", "pickup", "gasoline", 98.0),
@@ -244,3 +244,13 @@ async def seed(
     _write_private(cred_path, result)
     _write_private(settings.data_dir / DEVICES_FILE, device_creds)
     return result
+
+
+async def drive_fleet(settings: Settings, *, url: str, every_s: float = 5.0) -> None:
+    """Drive the demo fleet through the OsmAnd endpoint at `url`, each vehicle reporting about
+    every `every_s` seconds, until cancelled."""
+    from ctafleet.telematics.simulate import Options, load_devices, simulate
+
+    devices = load_devices(path=settings.data_dir / DEVICES_FILE)
+    options = Options(url=url, rate=len(devices) / every_s, report_every_s=0)
+    await simulate(options=options, devices=devices, echo=lambda _line: None)
