@@ -177,6 +177,13 @@ class TelemetrySettings(BaseModel):
         description="How long ingest trusts a device credential it checked: a revoked or "
         "rotated credential stops working within this time on every replica.",
     )
+    retention_days: int = Field(
+        365,
+        ge=1,
+        le=36500,
+        description="Days positions are kept for a tenant that set no retention of its own "
+        "(`ctafleet telemetry prune` deletes older ones).",
+    )
     queue_prefix: str = Field(
         "ctafleet:telemetry",
         pattern=r"^[A-Za-z0-9:_.-]{1,64}$",

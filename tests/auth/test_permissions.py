@@ -176,6 +176,9 @@ PROBES: dict[Permission, Probe] = {
     ),
     Permission.telemetry_read: Probe("GET", "/api/v1/telemetry/snapshot", 200),
     Permission.telemetry_write: Probe("POST", "/api/v1/telemetry", 202, {"points": []}),
+    Permission.telemetry_manage: Probe(
+        "PATCH", "/api/v1/telemetry/policy", 200, {"retention_days": 30}
+    ),
 }
 
 

@@ -29,6 +29,7 @@ class Permission(StrEnum):
     devices_manage = "devices:manage"
     telemetry_read = "telemetry:read"
     telemetry_write = "telemetry:write"
+    telemetry_manage = "telemetry:manage"
 
 
 DESCRIPTIONS: dict[Permission, str] = {
@@ -53,6 +54,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     Permission.telemetry_read: "Read positions, tracks and the live fleet map.",
     Permission.telemetry_write: "Send positions on behalf of the tenant's devices (JSON batch "
     "API; devices themselves use their own credential).",
+    Permission.telemetry_manage: "Set how long positions are kept and the tenant ingest key of "
+    "id-only trackers.",
 }
 
 _READ_FLEET = {

@@ -15,6 +15,7 @@ from ctafleet.db.base import (
     TimestampMixin,
     VersionedMixin,
     sort_indexes,
+    utcnow,
 )
 
 # Attributes are stored as JSONB on PostgreSQL (compact, queryable), JSON text elsewhere.
@@ -48,7 +49,7 @@ class Device(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
-class TelemetrySettings(TenantMixin, Base):
+class TelemetrySettings(VersionedMixin, TenantMixin, Base):
     """A tenant's telemetry policy: how long positions are kept, and its ingest key for
     id-only devices (none until the tenant creates one)."""
 
@@ -60,7 +61,12 @@ class TelemetrySettings(TenantMixin, Base):
     retention_days: Mapped[int] = mapped_column(Integer, default=365)
     ingest_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     ingest_key_prefix: Mapped[str | None] = mapped_column(String(12), default=None)
-    updated_at: Mapped[datetime]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def id(self) -> uuid.UUID:
+        """One row per tenant: the tenant's id names it (in the audit trail)."""
+        return self.tenant_id
 
 
 class Position(TenantMixin, Base):

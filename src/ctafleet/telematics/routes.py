@@ -15,7 +15,7 @@ from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
 from ctafleet.kernel.schemas import UtcDatetime
 from ctafleet.observability.metrics import INGEST_POINTS
-from ctafleet.telematics import positions, service
+from ctafleet.telematics import policy, positions, service
 from ctafleet.telematics.ingest import batch
 from ctafleet.telematics.ingest.credentials import DEVICE_PREFIX, DeviceAuth
 from ctafleet.telematics.ingest.queue import QueueFull, QueueUnavailable
@@ -26,11 +26,14 @@ from ctafleet.telematics.schemas import (
     DeviceRead,
     DeviceUpdate,
     DeviceWithCredential,
+    IngestKey,
     LastPositionRead,
     PositionPage,
     PositionRead,
     RejectedPoint,
     Snapshot,
+    TelemetryPolicyRead,
+    TelemetryPolicyUpdate,
 )
 
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -283,3 +286,77 @@ async def fleet_snapshot(
 ) -> Snapshot:
     rows = await positions.snapshot(session=ctx.session, actor=ctx.actor, vehicle_id=vehicle_id)
     return Snapshot(data=[LastPositionRead.model_validate(r) for r in rows])
+
+
+# --- the tenant's telemetry policy ---------------------------------------------------------
+
+
+@telemetry_router.get(
+    "/telemetry/policy",
+    response_model=TelemetryPolicyRead,
+    summary="How long positions are kept, and whether an ingest key exists",
+)
+async def get_policy(
+    request: Request, response: Response, ctx: Ctx = Depends(require(Permission.telemetry_read))
+) -> object:
+    found = await policy.get_policy(
+        session=ctx.session,
+        actor=ctx.actor,
+        default_retention_days=get_state(request).settings.telemetry.retention_days,
+    )
+    return versioned(response, found)
+
+
+@telemetry_router.patch(
+    "/telemetry/policy",
+    response_model=TelemetryPolicyRead,
+    summary="Set how long positions are kept",
+)
+async def update_policy(
+    body: TelemetryPolicyUpdate,
+    request: Request,
+    response: Response,
+    if_match: IfMatch | None = Depends(if_match_version),
+    ctx: Ctx = Depends(require(Permission.telemetry_manage)),
+) -> object:
+    found = await policy.update_policy(
+        session=ctx.session,
+        actor=ctx.actor,
+        retention_days=body.retention_days,
+        default_retention_days=get_state(request).settings.telemetry.retention_days,
+        if_match=if_match,
+    )
+    return versioned(response, found)
+
+
+@telemetry_router.post(
+    "/telemetry/policy/ingest-key",
+    response_model=IngestKey,
+    status_code=201,
+    summary="Create the tenant ingest key for id-only trackers (replaces the previous one)",
+)
+async def new_ingest_key(
+    request: Request, ctx: Ctx = Depends(require(Permission.telemetry_manage))
+) -> IngestKey:
+    _, secret = await policy.new_ingest_key(
+        session=ctx.session,
+        actor=ctx.actor,
+        default_retention_days=get_state(request).settings.telemetry.retention_days,
+    )
+    return IngestKey(ingest_key=secret, osmand_path=f"/ingest/osmand/{secret}")
+
+
+@telemetry_router.delete(
+    "/telemetry/policy/ingest-key",
+    status_code=204,
+    summary="Revoke the tenant ingest key: id-only trackers are refused from now on",
+)
+async def revoke_ingest_key(
+    request: Request, ctx: Ctx = Depends(require(Permission.telemetry_manage))
+) -> Response:
+    await policy.revoke_ingest_key(
+        session=ctx.session,
+        actor=ctx.actor,
+        default_retention_days=get_state(request).settings.telemetry.retention_days,
+    )
+    return Response(status_code=204)

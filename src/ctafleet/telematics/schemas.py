@@ -21,6 +21,11 @@ class DeviceCreate(Strict):
     name: str = Field("", max_length=100)
     protocol: DeviceProtocol = "osmand"
     vehicle_id: uuid.UUID | None = None
+    allow_id_only: bool = Field(
+        False,
+        description="A legacy tracker that cannot carry a credential may send by its id alone "
+        "through the tenant ingest key.",
+    )
 
 
 class DeviceUpdate(Strict):
@@ -28,6 +33,7 @@ class DeviceUpdate(Strict):
     protocol: DeviceProtocol | None = None
     vehicle_id: uuid.UUID | None = None
     is_active: bool | None = None
+    allow_id_only: bool | None = None
 
 
 class DeviceRead(ReadModel):
@@ -37,6 +43,7 @@ class DeviceRead(ReadModel):
     protocol: str
     vehicle_id: uuid.UUID | None
     is_active: bool
+    allow_id_only: bool
     credential_prefix: str = Field(
         description="First characters of the credential, to tell it apart."
     )
@@ -113,3 +120,25 @@ class RejectedPoint(ReadModel):
 class BatchAccepted(ReadModel):
     accepted: int = Field(description="Points queued; they are stored within seconds.")
     rejected: list[RejectedPoint]
+
+
+class TelemetryPolicyRead(ReadModel):
+    retention_days: int = Field(description="Positions older than this are deleted.")
+    ingest_key_prefix: str | None = Field(
+        description="First characters of the tenant ingest key, if there is one."
+    )
+    version: int
+
+
+class TelemetryPolicyUpdate(Strict):
+    retention_days: int = Field(ge=1, le=36500)
+
+
+class IngestKey(ReadModel):
+    ingest_key: str = Field(
+        description="The tenant ingest key. Shown only now: configure it on the trackers."
+    )
+    osmand_path: str = Field(
+        description="The OsmAnd URL path that carries it: id-only devices (those that allow "
+        "it) send there with their id alone."
+    )

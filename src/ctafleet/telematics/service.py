@@ -14,11 +14,11 @@ from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.vehicles.service import get_vehicle
 from ctafleet.kernel.context import Actor
 from ctafleet.kernel.errors import Conflict, Invalid
+from ctafleet.telematics.ingest.credentials import DEVICE_SECRET_PREFIX
 from ctafleet.telematics.models import Device
 from ctafleet.telematics.schemas import DeviceCreate, DeviceUpdate
 
 ENTITY = "device"
-DEVICE_SECRET_PREFIX = "ctd"  # noqa: S105 - a prefix, not a secret
 
 
 def devices_query(

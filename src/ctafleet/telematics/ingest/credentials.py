@@ -21,8 +21,11 @@ from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock
 from ctafleet.telematics.models import Device, TelemetrySettings
 
-DEVICE_PREFIX = "ctd_"
-TENANT_KEY_PREFIX = "cti_"
+# What `new_secret` puts before its `_`: a device credential, a tenant ingest key.
+DEVICE_SECRET_PREFIX = "ctd"  # noqa: S105 - a prefix, not a secret
+TENANT_KEY_SECRET_PREFIX = "cti"  # noqa: S105 - a prefix, not a secret
+DEVICE_PREFIX = f"{DEVICE_SECRET_PREFIX}_"
+TENANT_KEY_PREFIX = f"{TENANT_KEY_SECRET_PREFIX}_"
 
 
 @dataclass(frozen=True, slots=True)

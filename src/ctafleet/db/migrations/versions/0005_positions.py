@@ -89,6 +89,7 @@ def upgrade() -> None:
         sa.Column("ingest_key_hash", sa.String(length=64), nullable=True),
         sa.Column("ingest_key_prefix", sa.String(length=12), nullable=True),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["tenant_id"],
             ["tenants.id"],
