@@ -19,7 +19,7 @@ import structlog
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.telematics.ingest.leases import ShardLeases
-from ctafleet.telematics.ingest.runtime import make_queue
+from ctafleet.telematics.ingest.runtime import make_queue, stages
 from ctafleet.telematics.ingest.worker import Worker
 
 log = structlog.get_logger("ctafleet.worker")
@@ -32,6 +32,7 @@ def worker_id() -> str:
 
 def build(settings: Any, *, redis: Any, db: Database, clock: Clock, name: str) -> Worker:
     t = settings.telemetry
+    in_batch, after_commit = stages(settings, redis)
     return Worker(
         db=db,
         queue=make_queue(settings, redis),
@@ -44,6 +45,8 @@ def build(settings: Any, *, redis: Any, db: Database, clock: Clock, name: str) -
             ttl_s=t.lease_ttl_s,
         ),
         batch_entries=t.worker_batch_entries,
+        in_batch=in_batch,
+        after_commit=after_commit,
     )
 
 

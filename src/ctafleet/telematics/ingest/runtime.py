@@ -8,10 +8,11 @@ from typing import Any
 
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock
+from ctafleet.telematics.ingest import tracking
 from ctafleet.telematics.ingest.credentials import DeviceAuthenticator
 from ctafleet.telematics.ingest.osmand_http import OsmAndIngest
 from ctafleet.telematics.ingest.queue import MemoryQueue, RedisQueue, TelemetryQueue
-from ctafleet.telematics.ingest.worker import Worker
+from ctafleet.telematics.ingest.worker import AfterCommit, InBatch, Worker
 
 
 @dataclass
@@ -32,13 +33,26 @@ def make_queue(settings: Any, redis: Any) -> TelemetryQueue:
     return MemoryQueue(max_depth=t.queue_max_entries, shards=t.queue_shards)
 
 
+def stages(settings: Any, redis: Any) -> tuple[list[InBatch], list[AfterCommit]]:
+    """What every worker does with a batch beyond storing it (see `worker`), in order."""
+    in_batch: list[InBatch] = [tracking.apply]
+    after_commit: list[AfterCommit] = []
+    return in_batch, after_commit
+
+
 def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
     queue = make_queue(settings, redis)
     auth = DeviceAuthenticator(db, clock, ttl_s=settings.telemetry.credential_cache_ttl_s)
     worker = None
     if redis is None and settings.telemetry.in_process_worker:
+        in_batch, after_commit = stages(settings, redis)
         worker = Worker(
-            db=db, queue=queue, clock=clock, batch_entries=settings.telemetry.worker_batch_entries
+            db=db,
+            queue=queue,
+            clock=clock,
+            batch_entries=settings.telemetry.worker_batch_entries,
+            in_batch=in_batch,
+            after_commit=after_commit,
         )
     return Telemetry(
         queue=queue,

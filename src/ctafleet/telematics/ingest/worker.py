@@ -5,6 +5,12 @@ the pending ones of shards just taken over, which a dead worker read but never a
 store them and update what they change in one transaction, then acknowledge. A failed batch is
 not acknowledged: it is read again, and the writer's idempotence makes the retry store and
 derive nothing twice.
+
+What a batch does beyond its rows is a list of stages (`runtime.stages` builds it):
+`InBatch` stages run in the batch's transaction, so what they write commits with the points or
+not at all (last positions, derived trips and events); `AfterCommit` stages run once the batch
+is committed and acknowledged (the live feed, notifications) and must neither block nor raise:
+their failure is logged and the batch stands.
 """
 
 from __future__ import annotations
@@ -12,9 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
 
 import structlog
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock
@@ -28,8 +38,22 @@ from ctafleet.observability.metrics import (
 from ctafleet.telematics.ingest import tracking, writer
 from ctafleet.telematics.ingest.leases import AllShards, ShardLeases
 from ctafleet.telematics.ingest.queue import Delivery, TelemetryQueue
+from ctafleet.telematics.ingest.writer import WriteResult
 
 log = structlog.get_logger("ctafleet.worker")
+
+
+class InBatch(Protocol):
+    """Runs inside the batch's transaction, after its points are written; raising fails the
+    batch (it is read again)."""
+
+    async def __call__(self, session: AsyncSession, result: WriteResult, now: datetime) -> None: ...
+
+
+class AfterCommit(Protocol):
+    """Runs once the batch is committed and acknowledged; must not block the worker."""
+
+    async def __call__(self, result: WriteResult) -> None: ...
 
 
 @dataclass
@@ -50,6 +74,8 @@ class Worker:
         batch_entries: int = 2000,
         block_s: float = 0.5,
         tick_s: float = 2.0,
+        in_batch: Sequence[InBatch] = (tracking.apply,),
+        after_commit: Sequence[AfterCommit] = (),
     ) -> None:
         self.db = db
         self.queue = queue
@@ -60,6 +86,8 @@ class Worker:
         self.tick_s = tick_s
         self._ticked = float("-inf")
         self.batches = 0
+        self.in_batch = tuple(in_batch)
+        self.after_commit = tuple(after_commit)
 
     async def _deliveries(self) -> list[Delivery]:
         if self.leases.acquired:
@@ -86,9 +114,15 @@ class Worker:
         now = self.clock.now()
         async with self.db.system_session() as session, session.begin():
             result = await writer.write(session, envelopes)
-            await tracking.apply(session, result, now)
+            for stage in self.in_batch:
+                await stage(session, result, now)
         INGEST_WRITE.observe(time.perf_counter() - started)
         await self.queue.ack(deliveries)
+        for after in self.after_commit:
+            try:
+                await after(result)
+            except Exception as exc:  # the batch is committed: a side feed never undoes it
+                log.warning("after_commit_failed", stage=repr(after), error=type(exc).__name__)
         committed = self.clock.now()
         points = sum(len(e.points) for e in envelopes)
         INGEST_BATCH_SIZE.observe(points)

@@ -20,6 +20,7 @@ import orjson
 from sqlalchemy import Table, and_, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from ctafleet.telematics.derive.events import Event
 from ctafleet.telematics.ingest.envelope import Envelope
 from ctafleet.telematics.models import Position
 from ctafleet.telematics.points import Point
@@ -74,6 +75,9 @@ class WriteResult:
     contacts: dict[uuid.UUID, Contact] = field(default_factory=dict)
     stored: int = 0
     duplicates: int = 0
+    # What in-batch stages derived from the new points (trips closed, events), for the
+    # after-commit stages (live feed, notifications) to pass on.
+    events: list[Event] = field(default_factory=list)
 
 
 def _storable(point: Point) -> bool:
