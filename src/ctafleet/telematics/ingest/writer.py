@@ -75,9 +75,9 @@ class WriteResult:
     contacts: dict[uuid.UUID, Contact] = field(default_factory=dict)
     stored: int = 0
     duplicates: int = 0
-    # What in-batch stages derived from the new points (trips closed, events), for the
-    # after-commit stages (live feed, notifications) to pass on.
-    events: list[Event] = field(default_factory=list)
+    # Per device, the events in-batch stages derived from the new points, for the after-commit
+    # stages (live feed, notifications) to pass on; tenant and vehicle are in `contacts`.
+    events: dict[uuid.UUID, list[Event]] = field(default_factory=dict)
 
 
 def _storable(point: Point) -> bool:
