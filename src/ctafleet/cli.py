@@ -40,7 +40,9 @@ app.add_typer(tenants_app, name="tenants")
 app.add_typer(users_app, name="users")
 app.add_typer(config_app, name="config")
 app.add_typer(permissions_app, name="permissions")
+telemetry_app = typer.Typer(**HELP, help="Positions: retention.", no_args_is_help=True)
 app.add_typer(fleet_app, name="fleet")
+app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(backup_app, name="backup")
 app.add_typer(dr_app, name="dr")
 app.command("simulate")(simulate)
@@ -552,6 +554,50 @@ def fleet_import(
     typer.echo(
         f"{verb} {kind}: {result.created} created, {result.updated} updated, "
         f"{result.unchanged} unchanged"
+    )
+
+
+@telemetry_app.command("prune")
+def telemetry_prune(
+    dry_run: Annotated[
+        bool, typer.Option(help="Say what would be deleted; delete nothing.")
+    ] = False,
+    chunk: Annotated[
+        int,
+        typer.Option(min=1, max=1_000_000, help="Positions deleted per transaction."),
+    ] = 10_000,
+) -> None:
+    """Delete positions older than each tenant's retention (drops whole monthly partitions on
+    PostgreSQL, deletes in chunks otherwise). Safe beside running ingest; run it daily."""
+    from ctafleet.db.engine import Database
+    from ctafleet.kernel.clock import SystemClock
+    from ctafleet.telematics.retention import prune
+
+    settings = _settings()
+
+    async def run() -> Any:
+        db = Database(settings.database_url, settings)
+        try:
+            return await prune(
+                db,
+                now=SystemClock().now(),
+                default_days=settings.telemetry.retention_days,
+                chunk=chunk,
+                dry_run=dry_run,
+                progress=typer.echo,
+            )
+        finally:
+            await db.dispose()
+
+    try:
+        report = asyncio.run(run())
+    except OSError as exc:
+        raise _fail(f"cannot reach the database: {exc}") from None
+    verb = "would drop" if dry_run else "dropped"
+    typer.echo(
+        f"{verb} {len(report.partitions)} partitions; "
+        f"{'would delete' if dry_run else 'deleted'} {report.deleted} positions "
+        f"in {len(report.tenants)} tenants with a shorter retention"
     )
 
 

@@ -42,6 +42,9 @@ from ctafleet.telematics.ingest.writer import WriteResult
 
 log = structlog.get_logger("ctafleet.worker")
 
+# How often a worker makes sure this month's and the next two months' partitions exist.
+PARTITIONS_EVERY_S = 3600.0
+
 
 class InBatch(Protocol):
     """Runs inside the batch's transaction, after its points are written; raising fails the
@@ -88,6 +91,7 @@ class Worker:
         self.batches = 0
         self.in_batch = tuple(in_batch)
         self.after_commit = tuple(after_commit)
+        self._partitions_at = float("-inf")
 
     async def _deliveries(self) -> list[Delivery]:
         if self.leases.acquired:
@@ -106,6 +110,10 @@ class Worker:
         if time.monotonic() - self._ticked >= self.tick_s:
             await self.leases.tick()
             self._ticked = time.monotonic()
+        if time.monotonic() - self._partitions_at >= PARTITIONS_EVERY_S:
+            async with self.db.system_session() as session, session.begin():
+                await writer.ensure_partitions_ahead(session, self.clock.now())
+            self._partitions_at = time.monotonic()
         deliveries = await self._deliveries()
         if not deliveries:
             return BatchOutcome(0, 0, 0)
@@ -147,6 +155,7 @@ class Worker:
                     raise
                 except Exception as exc:
                     log.warning("batch_failed", error=type(exc).__name__, detail=str(exc)[:200])
+                    writer.forget_partitions()  # one may have been dropped under us
                     # What was read stays pending: read it again first.
                     self.leases.acquired |= self.leases.owned
                     with contextlib.suppress(TimeoutError):

@@ -10,6 +10,7 @@ The caller owns the transaction (a system session: a batch spans tenants).
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -150,20 +151,49 @@ async def write(session: AsyncSession, envelopes: list[Envelope]) -> WriteResult
 
 
 # Months whose partition this process has seen exist: a batch asks PostgreSQL only for others.
-_known_partitions: set[tuple[int, int]] = set()
+# Forgotten after a failed batch and every PARTITIONS_TTL_S, since another process may have
+# dropped one (`ctafleet telemetry prune`): the next batch that needs it creates it again.
+PARTITIONS_TTL_S = 3600.0
+# Keyed by database (a process may write to more than one: tests, a migration).
+_known_partitions: set[tuple[str, int, int]] = set()
+_known_since = time.monotonic()
 
 
-async def _ensure_partitions(driver: Any, times: Any) -> None:
-    months = {(t.year, t.month) for t in times} - _known_partitions
-    for year, month in sorted(months):
-        start = datetime(year, month, 1, tzinfo=UTC)
-        await driver.execute("SELECT ctafleet_positions_partition($1)", start)
-        _known_partitions.add((year, month))
+async def _ensure_partitions(connection: Any, times: Any) -> None:
+    global _known_since
+    if time.monotonic() - _known_since > PARTITIONS_TTL_S:
+        forget_partitions()
+    database = connection.engine.url.render_as_string(hide_password=True)
+    months = {(database, t.year, t.month) for t in times} - _known_partitions
+    if not months:
+        return
+    raw = await connection.get_raw_connection()
+    for key in sorted(months):
+        start = datetime(key[1], key[2], 1, tzinfo=UTC)
+        await raw.driver_connection.execute("SELECT ctafleet_positions_partition($1)", start)
+        _known_partitions.add(key)
 
 
 def forget_partitions() -> None:
-    """After partitions were dropped (retention), the next batch checks again."""
+    """After partitions were dropped (retention) or a batch failed, the next batch checks again."""
+    global _known_since
     _known_partitions.clear()
+    _known_since = time.monotonic()
+
+
+def months_ahead(now: datetime, count: int = 3) -> list[datetime]:
+    """The first instants of this month and the `count - 1` next ones (UTC)."""
+    base = now.astimezone(UTC).year * 12 + now.astimezone(UTC).month - 1
+    return [datetime(m // 12, m % 12 + 1, 1, tzinfo=UTC) for m in range(base, base + count)]
+
+
+async def ensure_partitions_ahead(session: AsyncSession, now: datetime) -> None:
+    """Create this month's partition and the next two (PostgreSQL; nothing elsewhere), so a
+    month never starts with the first batch paying for its partition."""
+    connection = await session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    await _ensure_partitions(connection, months_ahead(now))
 
 
 async def _write_postgres(
@@ -172,7 +202,7 @@ async def _write_postgres(
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    await _ensure_partitions(driver, (p.fix_time.astimezone(UTC) for _, p in points.values()))
+    await _ensure_partitions(connection, (p.fix_time.astimezone(UTC) for _, p in points.values()))
     await driver.execute(_STAGING_DDL)
     records = []
     for env, p in points.values():
