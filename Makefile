@@ -16,7 +16,7 @@ PYTEST_ARGS ?= -n auto
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: demo simulate test lint types pytest install install-dev tools docs clean
+.PHONY: demo simulate bench-tools test lint types pytest install install-dev tools docs clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CTAFleet needs Python 3.11 or newer")'
@@ -45,6 +45,10 @@ demo: install
 # A second simulated fleet against a running demo (`make demo` drives one already).
 simulate: install
 	$(BIN)/ctafleet simulate --url http://$(HOST):$(PORT)
+
+# wrk and py-spy for bench/ (not needed by the tests).
+bench-tools: install-dev
+	scripts/install-bench-tools.sh
 
 lint: install-dev
 	$(BIN)/ruff check .
