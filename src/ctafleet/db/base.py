@@ -65,7 +65,10 @@ class TenantMixin:
 
     @declared_attr
     def tenant_id(cls) -> Mapped[uuid.UUID]:
-        return mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+        # The type is explicit: inferred from the foreign key, it would stay unknown in a
+        # process that never imports the tenants table (`ctafleet worker`), and SQLite would
+        # be handed raw UUIDs.
+        return mapped_column(Uuid, ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
 
 
 class VersionedMixin:
