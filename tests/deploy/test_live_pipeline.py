@@ -9,6 +9,7 @@ wait in the queue; starting it again resolves the alert and drains the queue.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import subprocess
 import threading
@@ -153,7 +154,7 @@ def test_the_pipeline_under_a_real_prometheus(
                 ('sum(ctafleet_ingest_lag_seconds_count{job="ctafleet-worker"}) > 0', "lag"),
                 ('up{job="ctafleet-worker"} == 1', "the worker scraped"),
             ]:
-                wait_for(lambda expr=expr: prom.has_data(expr), 30, what)
+                wait_for(functools.partial(prom.has_data, expr), 30, what)
             # (Before the first scrape the target is absent: the alert may have fired.)
             wait_for(lambda: prom.alert_state(WORKER_DOWN) is None, 20, "the worker seen up")
 
