@@ -244,7 +244,7 @@ async def writer_stage(args: argparse.Namespace, env: dict[str, str]) -> dict[st
         return time.perf_counter() - t0
 
     def rows(envs: list[Envelope]) -> list[tuple[Any, ...]]:
-        return [writer._row(e, p) for e in envs for p in e.points]
+        return [writer.row_of(e, p) for e in envs for p in e.points]
 
     async def run_copy(envs: list[Envelope]) -> float:
         records = rows(envs)

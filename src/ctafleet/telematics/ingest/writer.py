@@ -27,11 +27,13 @@ from ctafleet.telematics.models import Position
 from ctafleet.telematics.points import Point
 
 COLUMNS = (
+    # The envelope's, the same for all its points (one tuple per envelope, see `_rows`).
     "tenant_id",
     "device_id",
-    "fix_time",
     "received_at",
     "vehicle_id",
+    # The point's.
+    "fix_time",
     "lat",
     "lon",
     "valid",
@@ -81,16 +83,16 @@ class WriteResult:
     events: dict[uuid.UUID, list[Event]] = field(default_factory=dict)
 
 
-def _storable(point: Point) -> bool:
-    # A message without coordinates (a heartbeat) only updates the last contact.
-    return point.lat is not None and point.lon is not None
+# The batch's distinct storable points: per device, by fix time, (row head, point).
+Collected = dict[uuid.UUID, dict[datetime, tuple[tuple[Any, ...], Point]]]
 
 
-def _collect(
-    envelopes: list[Envelope],
-) -> tuple[dict[tuple[uuid.UUID, datetime], Any], WriteResult]:
-    """The batch's distinct storable points by key (the first delivery wins) and contacts."""
-    points: dict[tuple[uuid.UUID, datetime], Any] = {}
+def _collect(envelopes: list[Envelope]) -> tuple[Collected, WriteResult]:
+    """The batch's distinct storable points (the first delivery wins) and contacts.
+
+    Keyed per device, then per fix time: hashing a (UUID, datetime) pair per point was a
+    quarter of the worker's time, as profiled."""
+    points: Collected = {}
     result = WriteResult()
     for env in envelopes:
         newest = max((p.fix_time for p in env.points), default=env.received_at)
@@ -98,19 +100,21 @@ def _collect(
         last = max(newest, env.received_at)
         if contact is None or contact.last_message_at < last:
             result.contacts[env.device_id] = Contact(env.tenant_id, env.vehicle_id, last)
+        mine = points.get(env.device_id)
+        if mine is None:
+            mine = points[env.device_id] = {}
+        head = (env.tenant_id, env.device_id, env.received_at, env.vehicle_id)
         for p in env.points:
-            if _storable(p):
-                points.setdefault((env.device_id, p.fix_time), (env, p))
+            # A message without coordinates (a heartbeat) only updates the last contact.
+            if p.lat is not None and p.lon is not None and p.fix_time not in mine:
+                mine[p.fix_time] = (head, p)
     return points, result
 
 
-def _row(env: Envelope, p: Point) -> tuple[Any, ...]:
+def _row(head: tuple[Any, ...], p: Point) -> tuple[Any, ...]:
     return (
-        env.tenant_id,
-        env.device_id,
+        *head,
         p.fix_time,
-        env.received_at,
-        env.vehicle_id,
         p.lat,
         p.lon,
         p.valid,
@@ -129,10 +133,15 @@ def _row(env: Envelope, p: Point) -> tuple[Any, ...]:
     )
 
 
+def row_of(env: Envelope, p: Point) -> tuple[Any, ...]:
+    """The `positions` row of one point, in COLUMNS order."""
+    return _row((env.tenant_id, env.device_id, env.received_at, env.vehicle_id), p)
+
+
 async def write(session: AsyncSession, envelopes: list[Envelope]) -> WriteResult:
     """Store the batch's points (inside the caller's transaction)."""
     points, result = _collect(envelopes)
-    if not points:
+    if not any(points.values()):  # heartbeats only: contacts, no rows
         return result
     connection = await session.connection()
     if connection.dialect.name == "postgresql":
@@ -140,8 +149,8 @@ async def write(session: AsyncSession, envelopes: list[Envelope]) -> WriteResult
     else:
         new_keys = await _write_other(session, points)
     by_device: dict[uuid.UUID, list[Point]] = defaultdict(list)
-    for key in new_keys:
-        by_device[key[0]].append(points[key][1])
+    for device, fix_time in new_keys:
+        by_device[device].append(points[device][fix_time][1])
     for device, device_points in by_device.items():
         device_points.sort(key=lambda p: p.fix_time)
         result.new_points[device] = device_points
@@ -197,46 +206,48 @@ async def ensure_partitions_ahead(session: AsyncSession, now: datetime) -> None:
 
 
 async def _write_postgres(
-    session: AsyncSession, points: dict[tuple[uuid.UUID, datetime], Any]
+    session: AsyncSession, points: Collected
 ) -> list[tuple[uuid.UUID, datetime]]:
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver: Any = raw.driver_connection
-    await _ensure_partitions(connection, (p.fix_time.astimezone(UTC) for _, p in points.values()))
+    await _ensure_partitions(
+        connection, (t.astimezone(UTC) for mine in points.values() for t in mine)
+    )
     await driver.execute(_STAGING_DDL)
     records = []
-    for env, p in points.values():
-        row = _row(env, p)
-        if row[-1] is not None:  # the connection's jsonb codec takes JSON text
-            row = (*row[:-1], orjson.dumps(row[-1]).decode())
-        records.append(row)
+    for mine in points.values():
+        for head, p in mine.values():
+            row = _row(head, p)
+            if row[-1] is not None:  # the connection's jsonb codec takes JSON text
+                row = (*row[:-1], orjson.dumps(row[-1]).decode())
+            records.append(row)
     await driver.copy_records_to_table(_STAGING, records=records, columns=COLUMNS)
     rows = await driver.fetch(_MERGE)
     return [(r["device_id"], r["fix_time"].astimezone(UTC)) for r in rows]
 
 
 async def _write_other(
-    session: AsyncSession, points: dict[tuple[uuid.UUID, datetime], Any]
+    session: AsyncSession, points: Collected
 ) -> list[tuple[uuid.UUID, datetime]]:
     # Which keys are stored already: one range read per device, then an executemany of the rest.
-    ranges: dict[uuid.UUID, list[datetime]] = defaultdict(list)
-    for device, fix_time in points:
-        ranges[device].append(fix_time)
     table = cast(Table, Position.__table__)
     existing: set[tuple[uuid.UUID, datetime]] = set()
-    for device, times in ranges.items():
+    for device, mine in points.items():
+        if not mine:
+            continue
         stmt = select(table.c.device_id, table.c.fix_time).where(
             and_(
                 table.c.device_id == device,
-                table.c.fix_time >= min(times),
-                table.c.fix_time <= max(times),
+                table.c.fix_time >= min(mine),
+                table.c.fix_time <= max(mine),
             )
         )
         existing.update((row[0], row[1]) for row in await session.execute(stmt))
-    new = [key for key in points if key not in existing]
+    new = [(d, t) for d, mine in points.items() for t in mine if (d, t) not in existing]
     if new:
         await session.execute(
             insert(table),
-            [dict(zip(COLUMNS, _row(*points[key]), strict=True)) for key in new],
+            [dict(zip(COLUMNS, _row(*points[d][t]), strict=True)) for d, t in new],
         )
     return new
