@@ -146,6 +146,38 @@ async def tenant(api: Api) -> TenantUsers:
 
 
 @pytest.fixture
+def queue_prefix(redis_url: str) -> Iterator[str]:
+    """A telemetry queue prefix of the test's own; its Redis keys are deleted afterwards."""
+    import redis
+
+    prefix = f"test:{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture
+def mqtt_url() -> str:
+    """The test broker (Mosquitto), checked reachable."""
+    import socket
+
+    from ctafleet.telematics.mqtt_url import parse_broker_url
+
+    url = os.environ.get("CTAFLEET_TEST_MQTT_URL")
+    if not url:
+        service_unavailable("CTAFLEET_TEST_MQTT_URL is not set (MQTT tests)")
+    broker = parse_broker_url(url)
+    try:
+        socket.create_connection((broker.host, broker.port), timeout=2).close()
+    except OSError as exc:
+        service_unavailable(f"no MQTT broker at CTAFLEET_TEST_MQTT_URL: {exc}")
+    return url
+
+
+@pytest.fixture
 def redis_url() -> str:
     url = os.environ.get("CTAFLEET_TEST_REDIS_URL")
     if not url:

@@ -15,7 +15,7 @@ from ctafleet import __version__
 from ctafleet.clihelp import HELP
 from ctafleet.ops.backup.cli import backup_app
 from ctafleet.ops.dr.cli import dr_app
-from ctafleet.telematics.cli import simulate
+from ctafleet.telematics.cli import mqtt, simulate
 
 app = typer.Typer(
     **HELP,
@@ -46,6 +46,7 @@ app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(backup_app, name="backup")
 app.add_typer(dr_app, name="dr")
 app.command("simulate")(simulate)
+app.command("mqtt")(mqtt)
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:

@@ -16,6 +16,7 @@ from enum import StrEnum
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -202,6 +203,68 @@ class TelemetrySettings(BaseModel):
         description="Without Redis, the API process drains its in-process queue itself. With "
         "Redis, run `ctafleet worker` (this setting is then ignored).",
     )
+
+
+class MqttSettings(BaseModel):
+    url: str = Field(
+        "mqtt://127.0.0.1:1883",
+        description="Broker the MQTT bridge (`ctafleet mqtt`) subscribes to: "
+        "`mqtt://[user:password@]host[:port]`, or `mqtts://` for TLS (port 8883 by default, "
+        "the system's CA certificates).",
+    )
+    client_id: str = Field(
+        "ctafleet-bridge",
+        pattern=r"^[A-Za-z0-9_.:-]{1,64}$",
+        description="The bridge's MQTT client id, which names its persistent session at the "
+        "broker (messages wait there while the bridge is down). Two bridges with one id push "
+        "each other off; each replica needs its own.",
+    )
+    topic_prefix: str = Field(
+        "ctafleet/v1/telemetry",
+        pattern=r"^[^+#]{1,128}$",
+        description="Devices publish to `<prefix>/<device unique id>`; the bridge subscribes "
+        "to `<prefix>/+`.",
+    )
+    session_expiry_s: int = Field(
+        86400,
+        ge=60,
+        le=4_294_967_294,
+        description="How long the broker keeps the bridge's session (subscription and "
+        "unacknowledged messages) after it disconnects.",
+    )
+    keepalive_s: int = Field(
+        30,
+        ge=5,
+        le=65535,
+        description="MQTT keep-alive in seconds: a dead connection is noticed within 1.5 times "
+        "this.",
+    )
+    inflight: int = Field(
+        100,
+        ge=1,
+        le=65535,
+        description="Receive Maximum: most unacknowledged messages the broker sends the bridge "
+        "at once; the rest wait at the broker while the queue is full.",
+    )
+    protocol: str = Field(
+        "5",
+        pattern=r"^(5|3\.1\.1)$",
+        description="MQTT version: `5`, or `3.1.1` for a broker without MQTT 5 (the session "
+        "then lasts as long as the broker's settings say, and the broker's own limit on "
+        "unacknowledged messages replaces `inflight`).",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value.strip())
+        try:
+            parts.port  # noqa: B018 - raises for a port that is no number
+        except ValueError:
+            raise ValueError("the port is not a number") from None
+        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+            raise ValueError("expected mqtt://[user:password@]host[:port] or mqtts://...")
+        return value.strip()
 
 
 class StorageSettings(BaseModel):
@@ -402,6 +465,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = Field(default_factory=AuthSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
     storage: StorageSettings = Field(default_factory=StorageSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)

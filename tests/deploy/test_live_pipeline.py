@@ -1,9 +1,11 @@
 """A real Prometheus scraping the telemetry pipeline as deployed: `ctafleet serve` taking
-OsmAnd positions onto the Redis queue and `ctafleet worker` draining it.
+OsmAnd positions onto the Redis queue, `ctafleet mqtt` taking them from Mosquitto, and
+`ctafleet worker` draining the queue.
 
-The pipeline metrics carry real values (points accepted by the API; batches, write time and
-ingest lag in the worker), and stopping the worker fires CTAFleetWorkerDown while positions
-wait in the queue; starting it again resolves the alert and drains the queue.
+The pipeline metrics carry real values (points accepted by the API and by the bridge;
+batches, write time and ingest lag in the worker). Stopping the worker fires
+CTAFleetWorkerDown while positions wait in the queue, and starting it again resolves the
+alert and drains the queue; stopping the bridge fires CTAFleetMQTTBridgeDown.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,18 +36,22 @@ from tests.deploy.test_live_prometheus import prometheus_binary  # noqa: F401 - 
 
 RULES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
 WORKER_DOWN = "CTAFleetWorkerDown"
+BRIDGE_DOWN = "CTAFleetMQTTBridgeDown"
 
 
 class Worker:
-    def __init__(self, api: ApiProcess) -> None:
+    """`ctafleet worker` (or another pipeline command) with its metrics listener."""
+
+    def __init__(self, api: ApiProcess, command: str = "worker") -> None:
         self.api = api
+        self.command = command
         self.port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        log = (self.api.data_dir / f"worker-{self.port}.log").open("ab")
+        log = (self.api.data_dir / f"{self.command}-{self.port}.log").open("ab")
         self.proc = subprocess.Popen(
-            [CTAFLEET, "worker", "--metrics-port", str(self.port)],
+            [CTAFLEET, self.command, "--metrics-port", str(self.port)],
             env=self.api.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -54,24 +59,14 @@ class Worker:
         wait_for(
             lambda: http("GET", f"http://127.0.0.1:{self.port}/metrics")[0] == 200,
             30,
-            "the worker's metrics listener",
+            f"the {self.command}'s metrics listener",
         )
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            assert self.proc.wait(30) == 0, "the worker did not stop cleanly on SIGTERM"
+            assert self.proc.wait(30) == 0, f"{self.command} did not stop cleanly on SIGTERM"
         self.proc = None
-
-
-@pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"test:{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
 
 
 class Devices:
@@ -112,28 +107,36 @@ class Devices:
 def test_the_pipeline_under_a_real_prometheus(
     prometheus_binary: str,  # noqa: F811 - the fixture imported above
     redis_url: str,
-    prefix: str,
+    mqtt_url: str,
+    queue_prefix: str,
     tmp_path: Path,
 ) -> None:
+    prefix = queue_prefix
     api = ApiProcess(
         tmp_path / "api",
         env_extra={
             "CTAFLEET_REDIS__URL": redis_url,
             "CTAFLEET_TELEMETRY__QUEUE_PREFIX": prefix,
             "CTAFLEET_TELEMETRY__LEASE_TTL_S": "2",
+            "CTAFLEET_MQTT__URL": mqtt_url,
+            "CTAFLEET_MQTT__TOPIC_PREFIX": f"test/{prefix}",
+            "CTAFLEET_MQTT__CLIENT_ID": f"bridge-{uuid.uuid4().hex[:8]}",
         },
     )
     api.data_dir.mkdir()
     api.cli("demo", "--no-serve", "--vehicles", "3")
     devices = json.loads((api.data_dir / "demo-devices.json").read_text())
     worker = Worker(api)
+    bridge = Worker(api, "mqtt")
     api.start()
     worker.start()
+    bridge.start()
     prom = Prometheus(
         tmp_path / "prometheus",
         {
             "ctafleet-api": [f"127.0.0.1:{api.port}"],
             "ctafleet-worker": [f"127.0.0.1:{worker.port}"],
+            "ctafleet-mqtt": [f"127.0.0.1:{bridge.port}"],
         },
         RULES,
     )
@@ -158,6 +161,22 @@ def test_the_pipeline_under_a_real_prometheus(
             # (Before the first scrape the target is absent: the alert may have fired.)
             wait_for(lambda: prom.alert_state(WORKER_DOWN) is None, 20, "the worker seen up")
 
+            # A device over MQTT: its points counted by the bridge's own metrics.
+            _publish(mqtt_url, f"test/{prefix}/{devices[0]['unique_id']}", devices[0])
+            for expr, what in [
+                ('sum(ctafleet_mqtt_messages_total{outcome="accepted"}) > 0', "a message taken"),
+                (
+                    'sum(ctafleet_ingest_points_total{job="ctafleet-mqtt",protocol="mqtt",'
+                    'outcome="accepted"}) > 0',
+                    "points accepted by the bridge",
+                ),
+                ('ctafleet_mqtt_connected{job="ctafleet-mqtt"} == 1', "the bridge connected"),
+            ]:
+                wait_for(functools.partial(prom.has_data, expr), 30, what)
+            wait_for(lambda: prom.alert_state(BRIDGE_DOWN) is None, 20, "the bridge seen up")
+            bridge.stop()
+            wait_for(lambda: prom.alert_state(BRIDGE_DOWN) == "firing", 40, BRIDGE_DOWN)
+
             # The worker stops: devices are still acknowledged, the queue fills, the alert fires.
             worker.stop()
             wait_for(lambda: prom.alert_state(WORKER_DOWN) == "firing", 40, f"{WORKER_DOWN}")
@@ -175,8 +194,30 @@ def test_the_pipeline_under_a_real_prometheus(
         )
     finally:
         prom.stop()
+        bridge.stop()
         worker.stop()
         api.stop()
+
+
+def _publish(mqtt_url: str, topic: str, device: dict[str, str]) -> None:
+    """One message at QoS 1, as the topic scheme says (docs/telemetry.md)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from ctafleet.telematics.mqtt_url import parse_broker_url
+
+    target = parse_broker_url(mqtt_url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect(target.host, target.port)
+    client.loop_start()
+    payload = {
+        "device": device["unique_id"],
+        "credential": device["credential"],
+        "points": [{"time": int(time.time()) - 5, "lat": 41.9, "lon": -87.6}],
+    }
+    client.publish(topic, json.dumps(payload), qos=1).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
 
 
 def _queue_depth(redis_url: str, prefix: str) -> int:

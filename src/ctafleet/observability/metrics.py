@@ -97,6 +97,13 @@ INGEST_BATCH_SIZE = _h(
 INGEST_WRITE = _h("ingest_write_duration_seconds", "Time to commit one batch.", (), WRITE_BUCKETS)
 INGEST_LAG = _h("ingest_lag_seconds", "From receipt of a position to its commit.", (), LAG_BUCKETS)
 WEBSOCKET_CLIENTS = _g("websocket_clients", "Live-feed WebSocket clients connected.")
+MQTT_CONNECTED = _g("mqtt_connected", "1 while the MQTT bridge is connected to the broker.")
+MQTT_MESSAGES = _c(
+    "mqtt_messages_total",
+    "MQTT messages by outcome: accepted, rejected, deferred (left unacknowledged for a retry "
+    "while the queue could not take them).",
+    ("outcome",),
+)
 
 # --- jobs and notifications -------------------------------------------------------------
 JOB_RUNS = _c(

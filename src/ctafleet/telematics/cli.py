@@ -1,8 +1,12 @@
-"""`ctafleet simulate`: a simulated fleet driving through the real ingest protocols.
+"""`ctafleet simulate`: a simulated fleet driving through the real ingest protocols; `ctafleet
+mqtt`: the MQTT bridge.
 
 Exit codes: 0 after a clean stop (duration reached, Ctrl-C or SIGTERM), 1 for a problem the
 message explains (devices file, unreachable server, refused credential), 2 for bad settings,
 130 when a second Ctrl-C cut the final sending short.
+
+`ctafleet mqtt` exits 0 after SIGTERM or Ctrl-C, 1 when Redis is not configured, the metrics
+port is taken or the broker refuses the bridge's settings, 2 for bad settings.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import ValidationError
 from ctafleet.clihelp import HELP
 
 if TYPE_CHECKING:
+    from ctafleet.config import Settings
     from ctafleet.telematics.simulate import DeviceCredential, Options, Stats
 
 
@@ -41,17 +46,22 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def _default_devices_file() -> Path:
+def _load_settings() -> Settings:
+    """The settings, or exit 2 with every problem listed."""
     from ctafleet.config import format_validation_error, load_settings, settings_problems
-    from ctafleet.telematics.simulate import DEVICES_FILE
 
     try:
-        settings = load_settings()
+        return load_settings()
     except ValidationError as exc:
         for line in settings_problems() or format_validation_error(exc):
             typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
-    return settings.data_dir / DEVICES_FILE
+
+
+def _default_devices_file() -> Path:
+    from ctafleet.telematics.simulate import DEVICES_FILE
+
+    return _load_settings().data_dir / DEVICES_FILE
 
 
 @simulate_app.command("simulate")
@@ -161,3 +171,44 @@ async def _run(options: Options, devices: list[DeviceCredential]) -> Stats:
     finally:
         for number in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(number)
+
+
+def mqtt(
+    metrics_host: Annotated[str, typer.Option(help="Address of the metrics listener.")] = (
+        "127.0.0.1"
+    ),
+    metrics_port: Annotated[
+        int,
+        typer.Option(help="Serve Prometheus metrics on this port (0: none).", min=0, max=65535),
+    ] = 0,
+) -> None:
+    """Feed device messages from the MQTT broker into the telemetry queue (Redis).
+
+    Subscribes to <CTAFLEET_MQTT__TOPIC_PREFIX>/+ at QoS 1 on a persistent session; a message
+    is acknowledged once its points are queued. SIGTERM or Ctrl-C finish what is in hand and
+    disconnect: what is not yet acknowledged stays at the broker for the next start."""
+    settings = _load_settings()
+    if not settings.redis.url:
+        raise _fail(
+            "the MQTT bridge feeds the Redis queue that `ctafleet worker` drains: set "
+            "CTAFLEET_REDIS__URL"
+        )
+    from ctafleet.observability import metrics
+    from ctafleet.observability.logging import configure_logging
+    from ctafleet.telematics.ingest import mqtt_bridge
+
+    configure_logging(settings)
+    metrics.set_build_info("mqtt")
+    if metrics_port:
+        from prometheus_client import start_http_server
+
+        try:
+            start_http_server(metrics_port, addr=metrics_host, registry=metrics.REGISTRY)
+        except OSError as exc:
+            raise _fail(
+                f"cannot listen on {metrics_host}:{metrics_port}: {exc.strerror or exc}"
+            ) from None
+    try:
+        mqtt_bridge.run_until_signalled(settings)
+    except mqtt_bridge.BridgeError as exc:
+        raise _fail(str(exc)) from None

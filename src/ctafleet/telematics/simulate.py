@@ -53,13 +53,14 @@ from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import httpx
 import orjson
 
 from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.kernel.units import MPS_PER_KNOT
+from ctafleet.telematics.mqtt_url import Broker, parse_broker_url
 
 if TYPE_CHECKING:
     from paho.mqtt.client import Client as MqttClient
@@ -652,32 +653,11 @@ class JsonSender(_HttpSender):
         return self._common(response, device, len(fixes))
 
 
-@dataclass(frozen=True, slots=True)
-class MqttTarget:
-    host: str
-    port: int
-    tls: bool
-    username: str | None
-    password: str | None
-
-
-def parse_mqtt_url(url: str) -> MqttTarget:
-    """`mqtt://[user[:password]@]host[:port]`, or `mqtts://` for TLS."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
-        raise SimulationError(f"--mqtt-url {url!r}: expected mqtt://host[:port] or mqtts://...")
-    tls = parts.scheme in ("mqtts", "ssl")
+def parse_mqtt_url(url: str) -> Broker:
     try:
-        port = parts.port or (8883 if tls else 1883)
-    except ValueError:
-        raise SimulationError(f"--mqtt-url {url!r}: the port is not a number") from None
-    return MqttTarget(
-        host=parts.hostname,
-        port=port,
-        tls=tls,
-        username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password else None,
-    )
+        return parse_broker_url(url)
+    except ValueError as exc:
+        raise SimulationError(f"--mqtt-url {url!r}: {exc}") from None
 
 
 class MqttSender:

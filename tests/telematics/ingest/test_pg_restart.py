@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis as sync_redis
 from sqlalchemy import select
 
 from ctafleet.db.migrate import upgrade
@@ -121,13 +120,8 @@ def backend(server: Server) -> Backend:
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"test:{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
+def prefix(queue_prefix: str) -> str:
+    return queue_prefix
 
 
 @pytest_asyncio.fixture

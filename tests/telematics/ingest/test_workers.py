@@ -11,14 +11,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-import redis as sync_redis
 from sqlalchemy import func, select
 
 from ctafleet.db.migrate import upgrade
@@ -42,13 +41,8 @@ def pg_backend(fresh_pg: Any) -> Backend:
 
 
 @pytest.fixture
-def prefix(redis_url: str) -> Iterator[str]:
-    prefix = f"test:{uuid.uuid4().hex[:10]}"
-    yield prefix
-    client = sync_redis.Redis.from_url(redis_url)
-    keys = list(client.scan_iter(f"{prefix}:*"))
-    if keys:
-        client.delete(*keys)
+def prefix(queue_prefix: str) -> str:
+    return queue_prefix
 
 
 @pytest_asyncio.fixture
