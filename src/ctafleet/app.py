@@ -12,7 +12,7 @@ import fastapi_offline
 import structlog
 from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, APIWebSocketRoute
 from fastapi.staticfiles import StaticFiles
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
@@ -61,8 +61,11 @@ def mount(app: FastAPI, router: APIRouter, prefix: str = "") -> None:
     every request. The routes keep everything they were declared with.
     """
     for route in router.routes:
+        if isinstance(route, APIWebSocketRoute):
+            app.add_api_websocket_route(prefix + route.path, route.endpoint, name=route.name)
+            continue
         if not isinstance(route, APIRoute):
-            raise TypeError(f"only API routes can be mounted, not {route!r}")
+            raise TypeError(f"only API and WebSocket routes can be mounted, not {route!r}")
         app.add_api_route(
             prefix + route.path,
             route.endpoint,
@@ -127,6 +130,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         stop = asyncio.Event()
         task = asyncio.create_task(worker.run(stop)) if worker is not None else None
         yield
+        await state.telemetry.live.close()  # clients are told the server is going away
         if task is not None:
             stop.set()  # the batch in hand is finished and committed; the rest waits
             await task

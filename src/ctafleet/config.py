@@ -185,6 +185,20 @@ class TelemetrySettings(BaseModel):
         description="Days positions are kept for a tenant that set no retention of its own "
         "(`ctafleet telemetry prune` deletes older ones).",
     )
+    live_client_queue: int = Field(
+        256,
+        ge=8,
+        le=100_000,
+        description="Messages a live-feed WebSocket client may fall behind by before it is "
+        "disconnected (close code 1013), so a slow client never holds up the others.",
+    )
+    live_ping_s: float = Field(
+        25.0,
+        gt=0,
+        le=300,
+        description="Seconds of silence after which the live feed sends a ping message (keeps "
+        "proxies from closing an idle connection).",
+    )
     queue_prefix: str = Field(
         "ctafleet:telemetry",
         pattern=r"^[A-Za-z0-9:_.-]{1,64}$",

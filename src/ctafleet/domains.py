@@ -34,6 +34,9 @@ from ctafleet.fleet.vehicles import models as _vehicle_models  # noqa: F401
 from ctafleet.fleet.vehicles.routes import router as vehicles_router
 from ctafleet.telematics import metrics as telematics_metrics
 from ctafleet.telematics import models as _telematics_models  # noqa: F401
+from ctafleet.telematics.geofences import models as _geofence_models  # noqa: F401
+from ctafleet.telematics.geofences.routes import router as geofences_router
+from ctafleet.telematics.history.routes import router as history_router
 from ctafleet.telematics.routes import router as devices_router
 from ctafleet.telematics.routes import telemetry_router
 from ctafleet.tenants import models as _tenant_models  # noqa: F401
@@ -46,6 +49,8 @@ API_ROUTERS: tuple[APIRouter, ...] = (
     assignments_router,
     devices_router,
     telemetry_router,
+    geofences_router,
+    history_router,
     auth_router,
     sso_router,
     users_router,

@@ -27,6 +27,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "AssignmentUpdate": {"notes": "probe"},
     "DeviceUpdate": {"name": "probe"},
     "UserUpdate": {"full_name": "Probe"},
+    "GeofenceUpdate": {"name": "probe"},
 }
 
 # Where B's current state is read back from, per path parameter.
@@ -36,6 +37,7 @@ READ_BACK = {
     "assignment_id": "/api/v1/assignments/{}",
     "device_id": "/api/v1/devices/{}",
     "user_id": "/api/v1/users/{}",
+    "geofence_id": "/api/v1/geofences/{}",
 }
 
 
@@ -66,12 +68,24 @@ async def _create_b_objects(api: Api, b: TenantUsers) -> dict[str, str]:
     )
     assert r.status_code == 201, r.text
     device = r.json()["id"]
+    r = await api.client.post(
+        "/api/v1/geofences",
+        json={
+            "name": "B depot",
+            "geometry": {"type": "Point", "coordinates": [-87.63, 41.88]},
+            "radius_m": 100.0,
+        },
+        headers=h,
+    )
+    assert r.status_code == 201, r.text
+    geofence = r.json()["id"]
     return {
         "vehicle_id": vehicle,
         "driver_id": driver,
         "assignment_id": assignment,
         "device_id": device,
         "user_id": str(b.users["admin"].id),
+        "geofence_id": geofence,
     }
 
 

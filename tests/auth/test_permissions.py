@@ -179,6 +179,7 @@ PROBES: dict[Permission, Probe] = {
     Permission.telemetry_manage: Probe(
         "PATCH", "/api/v1/telemetry/policy", 200, {"retention_days": 30}
     ),
+    Permission.geofences_manage: Probe("DELETE", f"/api/v1/geofences/{_missing()}", 404),
 }
 
 

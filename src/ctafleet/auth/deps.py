@@ -20,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.routing import APIRoute
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.requests import HTTPConnection
 
 from ctafleet.api.problems import Problem
 from ctafleet.api.state import AppState, client_ip, close_with_request, get_state
@@ -132,7 +133,7 @@ async def _login_state(session: AsyncSession, claims: AccessClaims) -> LoginStat
     )
 
 
-def _bearer_token(request: Request) -> str | None:
+def _bearer_token(request: HTTPConnection) -> str | None:
     scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
@@ -156,12 +157,17 @@ def _claims(state: AppState, token: str, now: datetime) -> AccessClaims:
 
 
 async def _admit(
-    request: Request, state: AppState, permission: Permission, *, rate_limit: bool = True
+    request: HTTPConnection,
+    state: AppState,
+    permission: Permission,
+    *,
+    rate_limit: bool = True,
+    token: str | None = None,
 ) -> tuple[Actor, AsyncSession]:
     """The checks every authenticated route runs, in this order: a token (401), its session
     (401), MFA enrolment (403), the role (403), the rate limit (429). Returns the actor and
     the request's session, bound to the actor's tenant; the caller closes the session."""
-    token = _bearer_token(request)
+    token = token or _bearer_token(request)
     if token is None:
         raise unauthorized("a bearer access token is required", rejected=False)
     now = state.clock.now()
@@ -222,6 +228,14 @@ async def _admit(
         )
         scope.bind(session, actor)
     return actor, session
+
+
+async def admit(
+    connection: HTTPConnection, permission: Permission, token: str | None
+) -> tuple[Actor, AsyncSession]:
+    """A WebSocket's checks, the same as `require`'s (401/403 as `Problem`), for a token that
+    came in the query or the first message; the caller closes the session."""
+    return await _admit(connection, get_state(connection), permission, token=token)
 
 
 def require(permission: Permission) -> Callable[..., Any]:

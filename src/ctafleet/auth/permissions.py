@@ -30,6 +30,7 @@ class Permission(StrEnum):
     telemetry_read = "telemetry:read"
     telemetry_write = "telemetry:write"
     telemetry_manage = "telemetry:manage"
+    geofences_manage = "geofences:manage"
 
 
 DESCRIPTIONS: dict[Permission, str] = {
@@ -56,6 +57,8 @@ DESCRIPTIONS: dict[Permission, str] = {
     "API; devices themselves use their own credential).",
     Permission.telemetry_manage: "Set how long positions are kept and the tenant ingest key of "
     "id-only trackers.",
+    Permission.geofences_manage: "Create, change and delete geofences (reading them needs "
+    "telemetry:read).",
 }
 
 _READ_FLEET = {
@@ -80,6 +83,7 @@ MATRIX: dict[Role, frozenset[Permission]] = {
             Permission.assignments_write,
             Permission.devices_manage,
             Permission.telemetry_write,
+            Permission.geofences_manage,
             Permission.audit_read_fleet,
         }
     ),

@@ -131,3 +131,93 @@ class LastPosition(TenantMixin, Base):
     odometer_m: Mapped[float | None] = mapped_column(Float(53), default=None)
     derive_state: Mapped[dict[str, Any] | None] = mapped_column(Attributes, default=None)
     updated_at: Mapped[datetime]
+
+
+# --- derived data (ctafleet.telematics.derived writes these from each committed batch) -----
+# No foreign keys to devices or vehicles: rows are written on the ingest hot path, and devices
+# are deactivated, never deleted. Every row carries its tenant (the batch spans tenants).
+
+
+class DeviceDeriveState(TenantMixin, Base):
+    """The derive engine's running state per device (`DeviceState` as JSON)."""
+
+    __tablename__ = "device_states"
+
+    device_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    state: Mapped[dict[str, Any]] = mapped_column(Attributes)
+    updated_at: Mapped[datetime]
+
+
+class TripRow(IdMixin, TenantMixin, Base):
+    """A trip the engine closed (see `derive.trips.Trip`)."""
+
+    __tablename__ = "trips"
+    __table_args__ = (
+        UniqueConstraint("device_id", "start_time"),
+        Index("ix_trips_vehicle_id_start_time", "vehicle_id", "start_time"),
+        Index("ix_trips_device_id_checkpoint_at", "device_id", "checkpoint_at"),
+    )
+
+    device_id: Mapped[uuid.UUID] = mapped_column()
+    vehicle_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime]
+    start_lat: Mapped[float] = mapped_column(Float(53))
+    start_lon: Mapped[float] = mapped_column(Float(53))
+    end_lat: Mapped[float] = mapped_column(Float(53))
+    end_lon: Mapped[float] = mapped_column(Float(53))
+    distance_m: Mapped[float] = mapped_column(Float(53))
+    duration_s: Mapped[float] = mapped_column(Float(53))
+    driving_s: Mapped[float] = mapped_column(Float(53))
+    idle_s: Mapped[float] = mapped_column(Float(53))
+    max_speed_mps: Mapped[float] = mapped_column(Float)
+    avg_speed_mps: Mapped[float] = mapped_column(Float)
+    start_odometer_m: Mapped[float] = mapped_column(Float(53))
+    end_odometer_m: Mapped[float] = mapped_column(Float(53))
+    # The engine state right after the point that closed the trip, and that point's time: a
+    # replay for late points starts from the newest checkpoint before them.
+    state_after: Mapped[dict[str, Any]] = mapped_column(Attributes)
+    checkpoint_at: Mapped[datetime]
+
+
+class StopRow(IdMixin, TenantMixin, Base):
+    """A stay between two trips (see `derive.trips.Stop`)."""
+
+    __tablename__ = "stops"
+    __table_args__ = (
+        UniqueConstraint("device_id", "start_time"),
+        Index("ix_stops_vehicle_id_start_time", "vehicle_id", "start_time"),
+    )
+
+    device_id: Mapped[uuid.UUID] = mapped_column()
+    vehicle_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    start_time: Mapped[datetime]
+    end_time: Mapped[datetime]
+    lat: Mapped[float] = mapped_column(Float(53))
+    lon: Mapped[float] = mapped_column(Float(53))
+    duration_s: Mapped[float] = mapped_column(Float(53))
+
+
+class TelemetryEvent(IdMixin, TenantMixin, Base):
+    """A derived event (see `derive.events.Event`); stored once per (device, key)."""
+
+    __tablename__ = "telemetry_events"
+    __table_args__ = (
+        UniqueConstraint("device_id", "key"),
+        Index("ix_telemetry_events_tenant_id_time", "tenant_id", "time"),
+        Index("ix_telemetry_events_vehicle_id_time", "vehicle_id", "time"),
+    )
+
+    device_id: Mapped[uuid.UUID] = mapped_column()
+    vehicle_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    type: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime]
+    lat: Mapped[float | None] = mapped_column(Float(53), default=None)
+    lon: Mapped[float | None] = mapped_column(Float(53), default=None)
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    duration_s: Mapped[float | None] = mapped_column(Float(53), default=None)
+    limit: Mapped[float | None] = mapped_column(Float, default=None)
+    geofence_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
+    key: Mapped[str] = mapped_column(String(200))

@@ -1,21 +1,25 @@
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+import orjson
+from fastapi import APIRouter, Depends, Query, Request, Response, WebSocket
+from starlette.websockets import WebSocketDisconnect
 
 from ctafleet.api.etag import if_match_version, versioned
 from ctafleet.api.pagination import ListParams, Page, Sorting, list_params, list_response
 from ctafleet.api.problems import Problem
 from ctafleet.api.state import AppState, get_state
-from ctafleet.auth.deps import Ctx, require, unauthorized
+from ctafleet.auth.deps import Ctx, admit, require, unauthorized
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
+from ctafleet.fleet.vehicles.service import visible_ids
 from ctafleet.kernel.schemas import UtcDatetime
 from ctafleet.observability.metrics import INGEST_POINTS
-from ctafleet.telematics import policy, positions, service
+from ctafleet.telematics import live, policy, positions, service
 from ctafleet.telematics.ingest import batch
 from ctafleet.telematics.ingest.credentials import DEVICE_PREFIX, DeviceAuth
 from ctafleet.telematics.ingest.queue import QueueFull, QueueUnavailable
@@ -360,3 +364,66 @@ async def revoke_ingest_key(
         default_retention_days=get_state(request).settings.telemetry.retention_days,
     )
     return Response(status_code=204)
+
+
+# --- the live feed -------------------------------------------------------------------------
+
+
+async def _live_token(websocket: WebSocket) -> str | None:
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    try:  # else the first message: {"type": "auth", "token": "..."}
+        first = orjson.loads(await asyncio.wait_for(websocket.receive_text(), 5))
+    except (TimeoutError, ValueError, KeyError, WebSocketDisconnect):
+        return None
+    if isinstance(first, dict) and first.get("type") == "auth":
+        value = first.get("token")
+        return value if isinstance(value, str) and value else None
+    return None
+
+
+@telemetry_router.websocket("/live")
+async def live_feed(websocket: WebSocket) -> None:
+    """Positions and events of the caller's tenant as they are committed (see
+    `ctafleet.telematics.live` for the messages and close codes)."""
+    state = get_state(websocket)
+    await websocket.accept()
+    token = await _live_token(websocket)
+    if token is None:
+        await websocket.close(4401, "an access token is required")
+        return
+    try:
+        actor, session = await admit(websocket, Permission.telemetry_read, token)
+    except Problem as exc:
+        await websocket.close(4401 if exc.status == 401 else 4403, (exc.detail or "")[:120])
+        return
+    try:
+        params = websocket.query_params
+        try:
+            wanted = frozenset(uuid.UUID(v) for v in params.getlist("vehicle_id"))
+        except ValueError:
+            await websocket.close(4400, "vehicle_id must be a UUID")
+            return
+        types = frozenset(t for t in params.get("types", "positions,events").split(",") if t)
+        if not types or not types <= live.TYPES:
+            await websocket.close(4400, "types is a list of positions, events")
+            return
+        department = params.get("department") or None
+        vehicles: frozenset[uuid.UUID] | None = None
+        if wanted or department or actor.own_records_only:
+            # Resolved now, within the caller's tenant: another tenant's id matches nothing.
+            vehicles = await visible_ids(session=session, actor=actor, department=department)
+            if wanted:
+                vehicles &= wanted
+    finally:
+        await session.close()
+    client = live.LiveClient(
+        tenant_id=actor.tenant_id,
+        vehicle_ids=vehicles,
+        types=types,
+        queue_size=state.settings.telemetry.live_client_queue,
+    )
+    await live.serve_client(
+        websocket, state.telemetry.live, client, ping_s=state.settings.telemetry.live_ping_s
+    )

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, Table, bindparam, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from ctafleet.db import toolkit
@@ -80,6 +80,15 @@ def vehicles_query(
 async def list_query(*, session: AsyncSession, actor: Actor, **filters: Any) -> Select[Vehicle]:
     """The vehicles the actor may see, filtered."""
     return await visibility.restrict(session, actor, vehicles_query(**filters), Vehicle)
+
+
+async def visible_ids(
+    *, session: AsyncSession, actor: Actor, department: str | None = None
+) -> frozenset[uuid.UUID]:
+    """The ids of the vehicles of the actor's tenant it may see (of `department`, if given)."""
+    stmt = await list_query(session=session, actor=actor, department=department)
+    stmt = stmt.where(Vehicle.tenant_id == actor.tenant_id).with_only_columns(Vehicle.id)
+    return frozenset(await session.scalars(stmt))
 
 
 async def _unique(
@@ -338,3 +347,34 @@ async def record_meters(
     await toolkit.update(session, actor, vehicle, changes, entity=ENTITY, action="meter_reading")
     await toolkit.commit(session, what="the reading")
     return vehicle
+
+
+_vehicles = cast(Table, Vehicle.__table__)
+_TELEMETRY_METERS = (
+    update(_vehicles)
+    .where(_vehicles.c.id == bindparam("b_id"), _vehicles.c.tenant_id == bindparam("b_tenant"))
+    .values(
+        odometer_m=_vehicles.c.odometer_m + bindparam("b_odometer"),
+        engine_hours_s=_vehicles.c.engine_hours_s + bindparam("b_engine"),
+        # Not an edit: no new version (an ETag changing with every batch would make every
+        # If-Match stale) and no new updated_at.
+        updated_at=_vehicles.c.updated_at,
+    )
+)
+
+
+async def add_telemetry_meters(
+    *, session: AsyncSession, increments: Mapping[tuple[uuid.UUID, uuid.UUID], tuple[int, int]]
+) -> None:
+    """Move vehicles' odometer and engine hours forward by what telemetry measured.
+
+    `increments`: (tenant id, vehicle id) -> (metres, seconds) since the last batch. For the
+    ingest worker's system session, inside its batch transaction; negative increments are
+    ignored, so telemetry never winds a meter back (a correction is a user's PATCH)."""
+    rows = [
+        {"b_id": vehicle, "b_tenant": tenant, "b_odometer": max(0, m), "b_engine": max(0, s)}
+        for (tenant, vehicle), (m, s) in increments.items()
+        if m > 0 or s > 0
+    ]
+    if rows:
+        await session.execute(_TELEMETRY_METERS, rows)

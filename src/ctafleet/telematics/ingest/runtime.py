@@ -1,5 +1,6 @@
 """The pipeline's parts for one process, built from the settings: the queue, the device
-authenticator, the OsmAnd endpoint and, without Redis, the in-process worker."""
+authenticator, the OsmAnd endpoint, the live-feed hub and, without Redis, the in-process
+worker."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 from ctafleet.db.engine import Database
 from ctafleet.kernel.clock import Clock
+from ctafleet.telematics.derived import DeriveStage
 from ctafleet.telematics.ingest import tracking
 from ctafleet.telematics.ingest.credentials import DeviceAuthenticator
 from ctafleet.telematics.ingest.osmand_http import OsmAndIngest
 from ctafleet.telematics.ingest.queue import MemoryQueue, RedisQueue, TelemetryQueue
 from ctafleet.telematics.ingest.worker import AfterCommit, InBatch, Worker
+from ctafleet.telematics.live import LiveHub, LivePublisher
 
 
 @dataclass
@@ -22,6 +25,7 @@ class Telemetry:
     osmand: OsmAndIngest
     # The worker that runs inside this process (embedded setup), if any.
     worker: Worker | None
+    live: LiveHub
 
 
 def make_queue(settings: Any, redis: Any) -> TelemetryQueue:
@@ -33,19 +37,30 @@ def make_queue(settings: Any, redis: Any) -> TelemetryQueue:
     return MemoryQueue(max_depth=t.queue_max_entries, shards=t.queue_shards)
 
 
-def stages(settings: Any, redis: Any) -> tuple[list[InBatch], list[AfterCommit]]:
-    """What every worker does with a batch beyond storing it (see `worker`), in order."""
-    in_batch: list[InBatch] = [tracking.apply]
-    after_commit: list[AfterCommit] = []
+def make_live(settings: Any, redis: Any) -> LiveHub:
+    t = settings.telemetry
+    return LiveHub(redis=redis, prefix=t.queue_prefix, queue_size=t.live_client_queue)
+
+
+def stages(
+    settings: Any, redis: Any, live: LiveHub | None = None
+) -> tuple[list[InBatch], list[AfterCommit]]:
+    """What every worker does with a batch beyond storing it (see `worker`), in order.
+
+    `live`: the hub the batches are published to (this process's own without Redis; with
+    Redis, one that publishes to Redis is made)."""
+    in_batch: list[InBatch] = [tracking.apply, DeriveStage()]
+    after_commit: list[AfterCommit] = [LivePublisher(live or make_live(settings, redis))]
     return in_batch, after_commit
 
 
 def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
     queue = make_queue(settings, redis)
     auth = DeviceAuthenticator(db, clock, ttl_s=settings.telemetry.credential_cache_ttl_s)
+    live = make_live(settings, redis)
     worker = None
     if redis is None and settings.telemetry.in_process_worker:
-        in_batch, after_commit = stages(settings, redis)
+        in_batch, after_commit = stages(settings, redis, live)
         worker = Worker(
             db=db,
             queue=queue,
@@ -59,4 +74,5 @@ def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
         auth=auth,
         osmand=OsmAndIngest(auth=auth, queue=queue, clock=clock),
         worker=worker,
+        live=live,
     )

@@ -1,0 +1,2 @@
+"""Geofences: named areas (polygons, circles) that the derive engine turns into enter, exit,
+dwell and zone-speed events."""
