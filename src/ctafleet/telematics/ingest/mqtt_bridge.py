@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import threading
 import zlib
 from collections import Counter
@@ -37,6 +36,7 @@ import structlog
 from sqlalchemy.exc import SQLAlchemyError
 
 from ctafleet.db.engine import Database
+from ctafleet.kernel import signals
 from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.observability.metrics import INGEST_POINTS, MQTT_CONNECTED, MQTT_MESSAGES
 from ctafleet.telematics import positions
@@ -452,11 +452,4 @@ async def serve(settings: Any, *, stop: asyncio.Event, clock: Clock | None = Non
 
 
 def run_until_signalled(settings: Any) -> None:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop=stop)
-
-    asyncio.run(main())
+    signals.run_until_signalled(lambda stop: serve(settings, stop=stop))

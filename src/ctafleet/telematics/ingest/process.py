@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import socket
 import uuid
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 import structlog
 
 from ctafleet.db.engine import Database
+from ctafleet.kernel import signals
 from ctafleet.kernel.clock import Clock, SystemClock
 from ctafleet.telematics.ingest.leases import ShardLeases
 from ctafleet.telematics.ingest.runtime import make_queue, stages
@@ -73,11 +73,4 @@ async def serve(
 
 
 def run_until_signalled(settings: Any) -> None:
-    async def main() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await serve(settings, stop=stop)
-
-    asyncio.run(main())
+    signals.run_until_signalled(lambda stop: serve(settings, stop=stop))
