@@ -185,8 +185,11 @@ async def writer_stage(args: argparse.Namespace, env: dict[str, str]) -> dict[st
     from ctafleet.telematics.ingest.envelope import Envelope
     from ctafleet.telematics.points import Point
 
+    from ctafleet.observability.logging import configure_logging
+
     os.environ.update(env)
     settings = load_settings()
+    configure_logging(settings)  # the settings' level (WARNING), not structlog's default
     db = Database(settings.database_url, settings)
     owner = env["CTAFLEET_DATABASE__ADMIN_URL"].replace("postgresql+asyncpg", "postgresql")
     conn = await asyncpg.connect(owner)
