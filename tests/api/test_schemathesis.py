@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from ctafleet.app import create_app
 from tests.kit.app import Api, TenantUsers
-from tests.kit.factories import driver_body, vehicle_body
+from tests.kit.factories import driver_body, geofence_body, vehicle_body
 
 PARAM = re.compile(r"{([^}]+)}")
 
@@ -86,7 +86,9 @@ async def _objects(api: Api, tenant: TenantUsers) -> dict[str, str]:
         json={"unique_id": f"fuzz-{uuid.uuid4().hex[:12]}", "name": "fuzz", "protocol": "json"},
         headers=h,
     )
+    geofence = await api.client.post("/api/v1/geofences", json=geofence_body(), headers=h)
     return {
+        "geofence_id": geofence.json()["id"],
         "vehicle_id": vehicle["id"],
         "driver_id": driver["id"],
         "assignment_id": assignment.json()["id"],

@@ -15,7 +15,7 @@ from fastapi.routing import APIRoute
 from ctafleet.auth.deps import permission_of
 from ctafleet.auth.permissions import Permission
 from tests.kit.app import Api, TenantUsers, app_routes
-from tests.kit.factories import driver_body, vehicle_body
+from tests.kit.factories import driver_body, geofence_body, vehicle_body
 
 PARAM = re.compile(r"{([^}:]+)(?::[^}]*)?}")
 
@@ -68,15 +68,7 @@ async def _create_b_objects(api: Api, b: TenantUsers) -> dict[str, str]:
     )
     assert r.status_code == 201, r.text
     device = r.json()["id"]
-    r = await api.client.post(
-        "/api/v1/geofences",
-        json={
-            "name": "B depot",
-            "geometry": {"type": "Point", "coordinates": [-87.63, 41.88]},
-            "radius_m": 100.0,
-        },
-        headers=h,
-    )
+    r = await api.client.post("/api/v1/geofences", json=geofence_body(), headers=h)
     assert r.status_code == 201, r.text
     geofence = r.json()["id"]
     return {

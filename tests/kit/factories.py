@@ -34,6 +34,16 @@ def vehicle_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:
     return body
 
 
+def geofence_body(**overrides: Any) -> dict[str, Any]:
+    """A circle of 100 m (names are unique per tenant: a fresh one each time)."""
+    body: dict[str, Any] = {
+        "name": f"Depot {uuid.uuid4().hex[:8]}",
+        "geometry": {"type": "Point", "coordinates": [-87.63, 41.88]},
+        "radius_m": 100.0,
+    }
+    return {**body, **overrides}
+
+
 def driver_body(n: int | None = None, **overrides: Any) -> dict[str, Any]:
     n = _n(n)
     body = {
