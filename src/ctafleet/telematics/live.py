@@ -18,7 +18,8 @@ Messages, JSON, one per frame:
 
 Close codes: 4400 bad filter, 4401 no valid token, 4403 no permission, 1013 the client read
 too slowly (its queue of telemetry.live_client_queue messages filled: it is dropped so nothing
-else waits for it), 1001 the server is shutting down.
+else waits for it), 1011 the feed is unavailable (Redis unreachable), 1001 the server is
+shutting down.
 
 Delivery is best effort and at most once: a position is published when its batch commits,
 and a client that reconnects reads the present from GET /api/v1/telemetry/snapshot. With Redis
@@ -240,8 +241,12 @@ async def serve_client(
     websocket: WebSocket, hub: LiveHub, client: LiveClient, *, ping_s: float
 ) -> None:
     """Send the client's messages until it goes away, falls behind or the server stops."""
-    await hub.attach(client)
     try:
+        try:
+            await hub.attach(client)
+        except TimeoutError:  # Redis unreachable: no live data to give
+            await websocket.close(1011, "the live feed is unavailable; retry later")
+            return
         await websocket.send_text(
             orjson.dumps(
                 {
