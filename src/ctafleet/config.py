@@ -186,11 +186,20 @@ class TelemetrySettings(BaseModel):
         "(`ctafleet telemetry prune` deletes older ones).",
     )
     live_client_queue: int = Field(
-        256,
-        ge=8,
-        le=100_000,
-        description="Messages a live-feed WebSocket client may fall behind by before it is "
-        "disconnected (close code 1013), so a slow client never holds up the others.",
+        64,
+        ge=1,
+        le=10_000,
+        description="Committed batches (each one frame per position or event) a live-feed "
+        "WebSocket client may fall behind by before it is disconnected (close code 1013), so "
+        "a slow client never holds up the others.",
+    )
+    live_recheck_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="How often a live-feed connection is checked again: its token and login "
+        "session (an expired token closes it with 4401), its role, and the vehicles its "
+        "department filter matches.",
     )
     live_ping_s: float = Field(
         25.0,

@@ -97,6 +97,14 @@ INGEST_BATCH_SIZE = _h(
 INGEST_WRITE = _h("ingest_write_duration_seconds", "Time to commit one batch.", (), WRITE_BUCKETS)
 INGEST_LAG = _h("ingest_lag_seconds", "From receipt of a position to its commit.", (), LAG_BUCKETS)
 WEBSOCKET_CLIENTS = _g("websocket_clients", "Live-feed WebSocket clients connected.")
+LIVE_DROPPED = _c(
+    "live_dropped_total",
+    "Live-feed losses: slow_client (a client dropped for falling behind), publish_failed (a "
+    "batch not published to Redis in time).",
+    ("reason",),
+)
+for _reason in ("slow_client", "publish_failed"):
+    LIVE_DROPPED.labels(_reason)
 MQTT_CONNECTED = _g("mqtt_connected", "1 while the MQTT bridge is connected to the broker.")
 MQTT_MESSAGES = _c(
     "mqtt_messages_total",

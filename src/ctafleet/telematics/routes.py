@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from ctafleet.auth.deps import Ctx, admit, require, unauthorized
 from ctafleet.auth.permissions import Permission
 from ctafleet.db.toolkit import IfMatch
 from ctafleet.fleet.vehicles.service import visible_ids
+from ctafleet.kernel.context import Actor
 from ctafleet.kernel.schemas import UtcDatetime
 from ctafleet.observability.metrics import INGEST_POINTS
 from ctafleet.telematics import live, policy, positions, service
@@ -368,13 +370,21 @@ async def revoke_ingest_key(
 
 # --- the live feed -------------------------------------------------------------------------
 
+LIVE_AUTH_WAIT_S = 5.0
+_REFUSALS = {401: 4401, 403: 4403, 429: live.SLOW}
 
-async def _live_token(websocket: WebSocket) -> str | None:
-    token = websocket.query_params.get("token")
-    if token:
-        return token
-    try:  # else the first message: {"type": "auth", "token": "..."}
-        first = orjson.loads(await asyncio.wait_for(websocket.receive_text(), 5))
+
+def _protocol_token(websocket: WebSocket) -> str | None:
+    """The token of `Sec-WebSocket-Protocol: bearer, <token>` (a browser can set this one)."""
+    offered = [p.strip() for p in websocket.headers.get("sec-websocket-protocol", "").split(",")]
+    if len(offered) >= 2 and offered[0].lower() == "bearer" and offered[1]:
+        return offered[1]
+    return None
+
+
+async def _first_message_token(websocket: WebSocket) -> str | None:
+    try:  # {"type": "auth", "token": "..."}
+        first = orjson.loads(await asyncio.wait_for(websocket.receive_text(), LIVE_AUTH_WAIT_S))
     except (TimeoutError, ValueError, KeyError, WebSocketDisconnect):
         return None
     if isinstance(first, dict) and first.get("type") == "auth":
@@ -383,47 +393,81 @@ async def _live_token(websocket: WebSocket) -> str | None:
     return None
 
 
-@telemetry_router.websocket("/live")
-async def live_feed(websocket: WebSocket) -> None:
-    """Positions and events of the caller's tenant as they are committed (see
-    `ctafleet.telematics.live` for the messages and close codes)."""
-    state = get_state(websocket)
-    await websocket.accept()
-    token = await _live_token(websocket)
-    if token is None:
-        await websocket.close(4401, "an access token is required")
-        return
+async def _live_access(
+    websocket: WebSocket, token: str, wanted: frozenset[uuid.UUID], department: str | None
+) -> tuple[Actor, frozenset[uuid.UUID] | None]:
+    """The caller and the vehicles it may follow (None: all of its tenant), as every REST
+    route would check them; `live.Refused` with the close code otherwise."""
     try:
         actor, session = await admit(websocket, Permission.telemetry_read, token)
     except Problem as exc:
-        await websocket.close(4401 if exc.status == 401 else 4403, (exc.detail or "")[:120])
-        return
+        raise live.Refused(_REFUSALS.get(exc.status, 1011), (exc.detail or "")[:120]) from exc
     try:
-        params = websocket.query_params
-        try:
-            wanted = frozenset(uuid.UUID(v) for v in params.getlist("vehicle_id"))
-        except ValueError:
-            await websocket.close(4400, "vehicle_id must be a UUID")
-            return
-        types = frozenset(t for t in params.get("types", "positions,events").split(",") if t)
-        if not types or not types <= live.TYPES:
-            await websocket.close(4400, "types is a list of positions, events")
-            return
-        department = params.get("department") or None
-        vehicles: frozenset[uuid.UUID] | None = None
-        if wanted or department or actor.own_records_only:
-            # Resolved now, within the caller's tenant: another tenant's id matches nothing.
-            vehicles = await visible_ids(session=session, actor=actor, department=department)
-            if wanted:
-                vehicles &= wanted
+        if not (wanted or department or actor.own_records_only):
+            return actor, None
+        # Resolved within the caller's tenant: another tenant's vehicle id matches nothing.
+        vehicles = await visible_ids(session=session, actor=actor, department=department)
+        return actor, (vehicles & wanted if wanted else vehicles)
     finally:
         await session.close()
+
+
+async def _refuse(websocket: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):  # it may have left
+        await websocket.close(code, reason)
+
+
+@telemetry_router.websocket("/live")
+async def live_feed(websocket: WebSocket) -> None:
+    """Positions and events of the caller's tenant as they are committed (see
+    `ctafleet.telematics.live` and docs/telemetry-live.md for the messages and close codes)."""
+    state = get_state(websocket)
+    bearer = _protocol_token(websocket)
+    await websocket.accept(subprotocol="bearer" if bearer else None)
+    params = websocket.query_params
+    token = params.get("token") or bearer or await _first_message_token(websocket)
+    if not token:
+        await _refuse(websocket, 4401, "an access token is required")
+        return
+    wanted: frozenset[uuid.UUID] = frozenset()
+    types = frozenset(t for t in params.get("types", "positions,events").split(",") if t)
+    bad_filter = not types or not types <= live.TYPES
+    try:
+        wanted = frozenset(uuid.UUID(v) for v in params.getlist("vehicle_id"))
+    except ValueError:
+        bad_filter = True
+    department = params.get("department") or None
+    try:
+        # The token first: a caller without a valid one learns nothing, not even of its filters.
+        actor, vehicles = await _live_access(
+            websocket, token, wanted, None if bad_filter else department
+        )
+    except live.Refused as exc:
+        await _refuse(websocket, exc.code, exc.reason)
+        return
+    if bad_filter:
+        await _refuse(websocket, 4400, "vehicle_id is a UUID; types a list of positions, events")
+        return
+
+    async def recheck(client: live.LiveClient) -> frozenset[uuid.UUID] | None:
+        again, allowed = await _live_access(websocket, client.token, wanted, department)
+        if again.user_id != actor.user_id or again.tenant_id != actor.tenant_id:
+            raise live.Refused(4401, "the new token is another user's")
+        return allowed
+
     client = live.LiveClient(
         tenant_id=actor.tenant_id,
         vehicle_ids=vehicles,
         types=types,
         queue_size=state.settings.telemetry.live_client_queue,
+        token=token,
     )
+    telemetry = state.settings.telemetry
     await live.serve_client(
-        websocket, state.telemetry.live, client, ping_s=state.settings.telemetry.live_ping_s
+        websocket,
+        state.telemetry.live,
+        client,
+        ping_s=telemetry.live_ping_s,
+        recheck=recheck,
+        recheck_s=telemetry.live_recheck_s,
     )
