@@ -195,9 +195,8 @@ async def test_the_prune_command(api: Api, own_backend: Backend) -> None:
     writer.forget_partitions()
 
 
+@pytest.mark.parametrize("own_backend", ["postgres"], indirect=True)  # partitions are its own
 async def test_the_worker_creates_the_coming_months_partitions(api: Api) -> None:
-    if api.backend.name != "postgres":
-        pytest.skip("partitions are PostgreSQL's")
     worker = api.app.state.ctafleet.telemetry.worker
     api.clock.advance(200 * 86400)  # months no partition exists for yet
     coming = [m.strftime("positions_p%Y%m") for m in writer.months_ahead(api.clock.now())]

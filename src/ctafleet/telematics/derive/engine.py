@@ -531,27 +531,8 @@ class _Run:
             and s.cand_lat is not None
             and s.cand_lon is not None
         ):
-            duration = cand_t - trip_t
-            distance = s.cand_odo - s.trip_odo
-            self.closed.append(
-                Trip(
-                    device_uid=s.device_uid,
-                    start_time=_dt(trip_t),
-                    end_time=_dt(cand_t),
-                    start_lat=s.trip_lat,
-                    start_lon=s.trip_lon,
-                    end_lat=s.cand_lat,
-                    end_lon=s.cand_lon,
-                    distance_m=distance,
-                    duration_s=duration,
-                    driving_s=s.trip_driving_s,
-                    idle_s=s.trip_idle_s,
-                    max_speed_mps=s.trip_max_speed,
-                    avg_speed_mps=distance / duration if duration > 0 else 0.0,
-                    start_odometer_m=s.trip_odo,
-                    end_odometer_m=s.cand_odo,
-                )
-            )
+            start = (trip_t, s.trip_lat, s.trip_lon)
+            self.closed.append(_trip(s, start, (cand_t, s.cand_lat, s.cand_lon), s.cand_odo))
             s.stop_t, s.stop_lat, s.stop_lon = cand_t, s.cand_lat, s.cand_lon
         elif s.stop_t is None:
             s.stop_t, s.stop_lat, s.stop_lon = trip_t, s.trip_lat, s.trip_lon
@@ -595,22 +576,35 @@ class _Run:
         if s.fix_t is None or s.fix_lat is None or s.fix_lon is None:
             return None
         end_t = max(s.fix_t, s.trip_t)
-        duration = end_t - s.trip_t
-        distance = s.odometer_m - s.trip_odo
-        return Trip(
-            device_uid=s.device_uid,
-            start_time=_dt(s.trip_t),
-            end_time=_dt(end_t),
-            start_lat=s.trip_lat,
-            start_lon=s.trip_lon,
-            end_lat=s.fix_lat,
-            end_lon=s.fix_lon,
-            distance_m=distance,
-            duration_s=duration,
-            driving_s=s.trip_driving_s,
-            idle_s=s.trip_idle_s,
-            max_speed_mps=s.trip_max_speed,
-            avg_speed_mps=distance / duration if duration > 0 else 0.0,
-            start_odometer_m=s.trip_odo,
-            end_odometer_m=s.odometer_m,
-        )
+        start = (s.trip_t, s.trip_lat, s.trip_lon)
+        return _trip(s, start, (end_t, s.fix_lat, s.fix_lon), s.odometer_m)
+
+
+def _trip(
+    s: DeviceState,
+    start: tuple[float, float, float],
+    end: tuple[float, float, float],
+    end_odo: float,
+) -> Trip:
+    """The trip in `s` from `start` to `end` ((time, lat, lon) each): a closed one, or the one
+    still open."""
+    (start_t, start_lat, start_lon), (end_t, end_lat, end_lon) = start, end
+    duration = end_t - start_t
+    distance = end_odo - s.trip_odo
+    return Trip(
+        device_uid=s.device_uid,
+        start_time=_dt(start_t),
+        end_time=_dt(end_t),
+        start_lat=start_lat,
+        start_lon=start_lon,
+        end_lat=end_lat,
+        end_lon=end_lon,
+        distance_m=distance,
+        duration_s=duration,
+        driving_s=s.trip_driving_s,
+        idle_s=s.trip_idle_s,
+        max_speed_mps=s.trip_max_speed,
+        avg_speed_mps=distance / duration if duration > 0 else 0.0,
+        start_odometer_m=s.trip_odo,
+        end_odometer_m=end_odo,
+    )
