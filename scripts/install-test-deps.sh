@@ -4,7 +4,7 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 for script in install-monitoring-tools.sh install-backup-tools.sh install-dr-tools.sh \
-    install-oidc-provider.sh; do
+    install-oidc-provider.sh install-container-tools.sh install-lint-tools.sh install-tls-tools.sh; do
     if [ -x "$here/$script" ]; then
         "$here/$script"
     fi
