@@ -3,6 +3,7 @@ what is refused (and never stored)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
@@ -267,3 +268,34 @@ async def test_a_body_over_the_limit_is_a_400_not_a_dropped_connection(api: Api)
 async def test_a_path_that_only_starts_like_the_endpoint_is_not_it(api: Api) -> None:
     r = await api.client.get("/ingest/osmandx", params={"id": "x"})
     assert r.status_code == 404
+
+
+async def test_an_in_process_queue_is_stored_before_the_worker_exits(
+    api: Api, tenant: TenantUsers
+) -> None:
+    """Without Redis the acknowledged points live in the API's memory: a shutdown (SIGTERM)
+    stores them all before the process goes, not just the batch in hand."""
+    d = await device(api, tenant)
+    worker = api.app.state.ctafleet.telemetry.worker
+    worker_batch = worker.batch_entries
+    worker.batch_entries = 2  # several batches wait, so the batch in hand is not all of it
+    try:
+        for second in range(7):
+            r = await api.client.get(
+                OSMAND,
+                params={
+                    "id": d["unique_id"],
+                    "token": d["credential"],
+                    "lat": "41.9",
+                    "lon": "-87.6",
+                    "timestamp": str(1_750_000_000 + second),
+                },
+            )
+            assert r.status_code == 200
+        stop = asyncio.Event()
+        stop.set()  # shutdown was asked before the worker took anything
+        await worker.run(stop)
+    finally:
+        worker.batch_entries = worker_batch
+    assert len(await positions(api, d["id"])) == 7
+    assert await api.app.state.ctafleet.telemetry.queue.depth() == 0

@@ -56,6 +56,8 @@ def shard_of(device_id: Any, shards: int) -> int:
 
 class TelemetryQueue(Protocol):
     shards: int
+    # False when what is queued dies with the process: its worker stores it all before exit.
+    durable: bool
 
     async def put(self, envelopes: Sequence[Envelope]) -> None: ...
 
@@ -75,6 +77,8 @@ class TelemetryQueue(Protocol):
 class MemoryQueue:
     """In-process: the API and its worker share it. Unacknowledged deliveries stay pending
     and are read again (`pending=True`) after a failed batch, as with Redis."""
+
+    durable = False
 
     def __init__(self, *, max_depth: int, shards: int = DEFAULT_SHARDS) -> None:
         self.shards = shards
@@ -146,6 +150,8 @@ class MemoryQueue:
 class RedisQueue:
     """Redis Streams: one stream per shard, one consumer group; entries are deleted once
     acknowledged, so a stream's length is what waits."""
+
+    durable = True
 
     def __init__(
         self,

@@ -161,8 +161,24 @@ class Worker:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), backoff)
                     backoff = min(backoff * 2, 5.0)
+            if not self.queue.durable:
+                await self._drain_before_exit()
         finally:
             await self.leases.release_all()
+
+    async def _drain_before_exit(self) -> None:
+        """Devices were told their points are safe: an in-process queue is stored to the last
+        point before the process goes (the server takes no new requests by then)."""
+        try:
+            while (await self.run_once()).entries:
+                pass
+        except Exception as exc:
+            log.error(
+                "points_lost_at_shutdown",
+                queued=await self.queue.depth(),
+                error=type(exc).__name__,
+                detail=str(exc)[:200],
+            )
 
     async def refresh_gauges(self) -> None:
         INGEST_QUEUE_DEPTH.set(await self.queue.depth())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Installs what the container tests need to build and run images without a Docker engine or a
+# registry (Debian/Ubuntu): podman, buildah, runc (crun fails on cgroup v1 hosts), mmdebstrap
+# for the local base image, and podman-compose in a venv under the machine cache.
+#
+# Idempotent: does nothing when everything is present. Starts no daemon (podman has none).
+#
+# Usage: scripts/install-container-tools.sh        (as root, or with sudo available)
+set -euo pipefail
+
+CACHE=${CTAFLEET_CACHE_DIR:-/var/cache/ctafleet}
+TOOLS=(podman buildah runc mmdebstrap newuidmap)
+PACKAGES=(podman buildah runc mmdebstrap uidmap)
+COMPOSE_PINS="podman-compose==1.6.0"
+
+SUDO=()
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "run as root or install sudo" >&2; exit 1; }
+  SUDO=(sudo)
+fi
+
+missing=()
+for tool in "${TOOLS[@]}"; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "missing: ${missing[*]}; installing ${PACKAGES[*]}"
+  command -v apt-get >/dev/null 2>&1 || { echo "apt-get not found: install ${PACKAGES[*]} by hand" >&2; exit 1; }
+  "${SUDO[@]}" apt-get update -qq
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
+  for tool in "${TOOLS[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || { echo "$tool still missing after install" >&2; exit 1; }
+  done
+fi
+
+# podman-compose from PyPI (Debian's is older); its own venv so it never meets the app's pins.
+venv="$CACHE/venvs/compose"
+if [ "$(cat "$venv/.pins" 2>/dev/null)" != "$COMPOSE_PINS" ]; then
+  "${SUDO[@]}" mkdir -p "$CACHE/venvs"
+  "${SUDO[@]}" rm -rf "$venv"
+  "${SUDO[@]}" python3 -m venv "$venv"
+  # shellcheck disable=SC2086 # the pin list is word-split on purpose
+  "${SUDO[@]}" "$venv/bin/pip" install --quiet --disable-pip-version-check $COMPOSE_PINS \
+    2> >(grep -v '^WARNING: Location' >&2)
+  echo "$COMPOSE_PINS" | "${SUDO[@]}" tee "$venv/.pins" >/dev/null
+fi
+echo "container tools present: $(podman --version), $(buildah --version | cut -d' ' -f1-3), $("$venv/bin/podman-compose" --version 2>/dev/null | grep -i compose)"
