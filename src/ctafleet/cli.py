@@ -627,7 +627,8 @@ def config_check(
 def config_docs(
     root: Annotated[Path, typer.Option(help="Project root to write into.")] = Path("."),
 ) -> None:
-    """Write docs/configuration.md and .env.example from the settings model."""
+    """Write docs/configuration.md, .env.example and the Kubernetes settings files (the
+    ConfigMap's env file, the Secret's template) from the settings model."""
     from ctafleet.config_docs import write
 
     for path in write(root):

@@ -1,4 +1,5 @@
-"""Renders docs/configuration.md and .env.example from the settings model."""
+"""Renders docs/configuration.md, .env.example and the Kubernetes settings files (the
+ConfigMap's env file and the Secret's template) from the settings model."""
 
 from __future__ import annotations
 
@@ -111,10 +112,121 @@ def render_env_example() -> str:
     return "\n".join(out)
 
 
+# Plain-text settings whose values carry a password (URLs with credentials): they belong in the
+# Secret with the SecretStr ones, never in a ConfigMap.
+CREDENTIAL_SETTINGS = frozenset(
+    {
+        "CTAFLEET_DATABASE__URL",
+        "CTAFLEET_DATABASE__ADMIN_URL",
+        "CTAFLEET_REDIS__URL",
+        "CTAFLEET_MQTT__URL",
+        "CTAFLEET_NOTIFICATIONS__SMTP_URL",
+        "CTAFLEET_BACKUP__SCRATCH_DATABASE_URL",
+    }
+)
+
+# What every Kubernetes deployment sets in the ConfigMap ctafleet-config; the overlays merge
+# their per-environment values (public URL, CORS origins, ...) into it.
+KUBERNETES_SETTINGS = {
+    "CTAFLEET_ENVIRONMENT": "production",
+    "CTAFLEET_DATA_DIR": "/data",  # an emptyDir: the root filesystem is read-only
+    # `db upgrade` grants this role DML; the app connects as it (row-level security applies).
+    "CTAFLEET_DATABASE__APP_ROLE": "ctafleet_app",
+    "CTAFLEET_OBSERVABILITY__LOG_JSON": "true",
+    "CTAFLEET_STORAGE__BACKEND": "azure",
+    "CTAFLEET_TELEMETRY__IN_PROCESS_WORKER": "false",
+}
+
+# Secret keys a Kubernetes deployment cannot run without (Redis for the queue the workers and
+# the bridge share, Blob Storage as the object store, the token the ServiceMonitor sends).
+KUBERNETES_REQUIRED_SECRETS = (
+    "CTAFLEET_AUTH__SECRET_KEY",
+    "CTAFLEET_DATABASE__URL",
+    "CTAFLEET_DATABASE__ADMIN_URL",
+    "CTAFLEET_REDIS__URL",
+    "CTAFLEET_MQTT__URL",
+    "CTAFLEET_STORAGE__AZURE_CONNECTION_STRING",
+    "CTAFLEET_OBSERVABILITY__METRICS_TOKEN",
+)
+
+K8S_SETTINGS_ENV = Path("deploy/k8s/base/settings.env")
+K8S_SECRET_TEMPLATE = Path("deploy/k8s/secrets/ctafleet-secrets.env.example")
+
+
+def _holds_secret(annotation: Any) -> bool:
+    return annotation is SecretStr or SecretStr in getattr(annotation, "__args__", ())
+
+
+def is_secret(variable: str, field: FieldInfo) -> bool:
+    """Whether the setting's value must live in a Secret rather than a ConfigMap."""
+    return variable in CREDENTIAL_SETTINGS or _holds_secret(field.annotation)
+
+
+def _unknown(names: Any) -> list[str]:
+    known = {var for _, var, _, _ in iter_fields()}
+    return sorted(set(names) - known)
+
+
+def render_k8s_settings_env() -> str:
+    """The env file of the Kubernetes ConfigMap (kustomize configMapGenerator): every
+    non-secret setting with its description; the ones Kubernetes sets are active lines, the
+    rest are commented out at their defaults."""
+    unknown = _unknown(KUBERNETES_SETTINGS) + _unknown(KUBERNETES_REQUIRED_SECRETS)
+    if unknown:
+        raise ValueError(f"not settings of the model: {', '.join(unknown)}")
+    out = [
+        "# The ConfigMap ctafleet-config (deploy/k8s/base/kustomization.yaml). Generated from",
+        "# src/ctafleet/config.py by `ctafleet config docs`; do not edit. Secrets are not here:",
+        "# see deploy/k8s/secrets/ctafleet-secrets.env.example. Overlays merge their own values.",
+    ]
+    group = None
+    for grp, var, field, default in iter_fields():
+        if is_secret(var, field):
+            if var in KUBERNETES_SETTINGS:
+                raise ValueError(f"{var} is a secret; it cannot go into a ConfigMap")
+            continue
+        if grp != group:
+            group = grp
+            out += ["", f"# --- {grp} ---"]
+        if field.description:
+            out.append(f"# {field.description.splitlines()[0]}")
+        if var in KUBERNETES_SETTINGS:
+            out.append(f"{var}={KUBERNETES_SETTINGS[var]}")
+        else:
+            out.append(f"# {var}={_render(default)}")
+    out.append("")
+    return "\n".join(out)
+
+
+def render_k8s_secret_template() -> str:
+    """The Secret ctafleet-secrets as an env file to fill in (`kubectl create secret generic
+    --from-env-file`, or the key list for External Secrets): every secret setting, the ones a
+    Kubernetes deployment needs as empty active lines."""
+    out = [
+        "# The Secret ctafleet-secrets, to fill in and load; never commit the filled copy.",
+        "# Generated from src/ctafleet/config.py by `ctafleet config docs`; do not edit.",
+        "#   kubectl -n ctafleet create secret generic ctafleet-secrets \\",
+        "#     --from-env-file=ctafleet-secrets.env",
+        "# or map the same keys from Azure Key Vault (docs/kubernetes.md). Active lines are",
+        "# required on Kubernetes; commented ones are optional.",
+    ]
+    for _grp, var, field, _default in iter_fields():
+        if not is_secret(var, field):
+            continue
+        out += ["", f"# {(field.description or '').splitlines()[0]}"]
+        out.append(f"{var}=" if var in KUBERNETES_REQUIRED_SECRETS else f"# {var}=")
+    out.append("")
+    return "\n".join(out)
+
+
 def write(root: Path) -> list[Path]:
-    docs = root / "docs" / "configuration.md"
-    env = root / ".env.example"
-    docs.parent.mkdir(parents=True, exist_ok=True)
-    docs.write_text(render_markdown())
-    env.write_text(render_env_example())
-    return [docs, env]
+    files = {
+        root / "docs" / "configuration.md": render_markdown(),
+        root / ".env.example": render_env_example(),
+        root / K8S_SETTINGS_ENV: render_k8s_settings_env(),
+        root / K8S_SECRET_TEMPLATE: render_k8s_secret_template(),
+    }
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return list(files)

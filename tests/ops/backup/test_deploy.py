@@ -15,7 +15,7 @@ import yaml
 from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
-CRONJOB = ROOT / "deploy" / "k8s" / "backup-cronjob.yaml"
+CRONJOB = ROOT / "deploy" / "k8s" / "base" / "backup-cronjob.yaml"
 SYSTEMD = ROOT / "deploy" / "systemd"
 K8S_VERSION = "1.30.0"
 

@@ -14,7 +14,7 @@ from ctafleet.ops.dr.pgbackrest import parse_config
 
 ROOT = Path(__file__).resolve().parents[3]
 PGBACKREST = ROOT / "deploy" / "pgbackrest"
-CNPG = ROOT / "deploy" / "k8s" / "cnpg-cluster.yaml"
+CNPG = ROOT / "deploy" / "k8s" / "components" / "self-managed" / "cnpg-cluster.yaml"
 INSTALLER = ROOT / "scripts" / "install-dr-tools.sh"
 
 
