@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import secrets
 import subprocess
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+import httpx
 import pytest
 
 from tests.kit.app import PgDatabase
@@ -15,17 +17,9 @@ from tests.kit.net import free_port
 from tests.kit.podman import PODMAN, build_images, podman, remove
 
 # What a production pod gets: nothing writable but a tmpfs, no capabilities, no privilege gain.
-HARDENED = [
-    "--network=host",
-    "--read-only",
-    "--user",
-    "10001:10001",
-    "--cap-drop=ALL",
-    "--security-opt",
-    "no-new-privileges",
-    "--tmpfs",
-    "/data:rw,size=64m,mode=0750,U",
-]
+LOCKED_DOWN = ["--network=host", "--read-only", "--cap-drop=ALL"]
+LOCKED_DOWN += ["--security-opt", "no-new-privileges"]
+HARDENED = [*LOCKED_DOWN, "--user", "10001:10001", "--tmpfs", "/data:rw,size=64m,mode=0750,U"]
 
 
 @pytest.fixture(scope="session")
@@ -101,6 +95,21 @@ def containers(app_image: str, fresh_pg: Callable[[], PgDatabase]) -> Iterator[A
     box = AppContainers(app_image, env)
     yield box
     remove(*box.names)
+
+
+def wait_ready(base: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(f"{base}/readyz", timeout=2)
+            if r.status_code == 200:
+                return
+            last = r.text
+        except httpx.TransportError as exc:
+            last = exc
+        time.sleep(0.3)
+    raise AssertionError(f"{base}/readyz never answered 200 (last: {last!r})")
 
 
 @pytest.fixture

@@ -20,28 +20,13 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.deploy.docker.conftest import AppContainers
+from tests.deploy.docker.conftest import AppContainers, wait_ready
 from tests.kit.podman import ROOT, healthy, inspect, podman, wait_healthy
 from tests.kit.tools import tool
 
 pytestmark = pytest.mark.slow
 
 PASSWORD = "Container-Check-Horse-42"
-
-
-def _wait_ready(base: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    last: object = None
-    while time.monotonic() < deadline:
-        try:
-            r = httpx.get(f"{base}/readyz", timeout=2)
-            if r.status_code == 200:
-                return
-            last = r.text
-        except httpx.TransportError as exc:
-            last = exc
-        time.sleep(0.3)
-    raise AssertionError(f"{base}/readyz never answered 200 (last: {last!r})")
 
 
 async def _stored_positions(url: str, unique_id: str) -> int:
@@ -73,7 +58,7 @@ async def test_the_image_serves_hardened_against_postgresql(
     name = containers.start(
         "serve", "--host", "127.0.0.1", "--port", str(port), health_url=f"{base}/healthz"
     )
-    _wait_ready(base)
+    wait_ready(base)
     wait_healthy(name)
 
     async with httpx.AsyncClient(base_url=base, timeout=10) as client:
