@@ -17,12 +17,17 @@
 #   CTAFLEET_EDGE_TLS_DIR           directory of tls.crt (full chain) and tls.key
 #                                   [/etc/ctafleet/tls]
 #   CTAFLEET_EDGE_ACME_ROOT         ACME HTTP-01 webroot [/var/www/acme]
+#   CTAFLEET_EDGE_WORKERS           nginx worker processes: auto (one per CPU of the machine)
+#                                   or a number, for a container with a CPU limit [auto]
 #   CTAFLEET_HTTP__MAX_BODY_BYTES   largest request body: the API's own setting [1048576]
 #   CTAFLEET_EDGE_OCSP_STAPLING     on | off [off]; on needs CTAFLEET_EDGE_RESOLVER
 #   CTAFLEET_EDGE_RESOLVER          DNS servers nginx asks for the OCSP responder (ADDR ...)
 #   CTAFLEET_EDGE_OCSP_TRUSTED_CA   CA bundle that verifies OCSP answers
 #                                   [/etc/ssl/certs/ca-certificates.crt]
-#   CTAFLEET_EDGE_RUN_DIR           rendered configuration, pid and temporary files [/tmp/nginx]
+#   CTAFLEET_EDGE_RUN_DIR           rendered configuration and pid [/tmp/nginx]
+#   CTAFLEET_EDGE_TEMP_DIR          request bodies and responses buffered to disk
+#                                   [$CTAFLEET_EDGE_RUN_DIR/tmp; /var/cache/nginx is the other
+#                                   writable directory of the image]
 #   CTAFLEET_EDGE_TEMPLATE_DIR      [the templates/ directory next to this script]
 #   CTAFLEET_EDGE_NGINX             the nginx binary [nginx]
 set -eu
@@ -40,7 +45,8 @@ matches() {
     printf '%s' "$1" | grep -Eqx -- "$2"
 }
 
-NAME_RE='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*'
+# Labels may hold `_` (compose service names do).
+NAME_RE='[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*'
 IPV4_RE='([0-9]{1,3}\.){3}[0-9]{1,3}'
 IPV6_RE='\[[0-9A-Fa-f:.]+\]'
 PORT_RE='[1-9][0-9]{0,4}'
@@ -93,11 +99,13 @@ here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 : "${CTAFLEET_EDGE_PUBLIC_HTTPS_PORT:=443}"
 : "${CTAFLEET_EDGE_TLS_DIR:=/etc/ctafleet/tls}"
 : "${CTAFLEET_EDGE_ACME_ROOT:=/var/www/acme}"
+: "${CTAFLEET_EDGE_WORKERS:=auto}"
 : "${CTAFLEET_HTTP__MAX_BODY_BYTES:=1048576}"
 : "${CTAFLEET_EDGE_OCSP_STAPLING:=off}"
 : "${CTAFLEET_EDGE_RESOLVER:=}"
 : "${CTAFLEET_EDGE_OCSP_TRUSTED_CA:=/etc/ssl/certs/ca-certificates.crt}"
 : "${CTAFLEET_EDGE_RUN_DIR:=/tmp/nginx}"
+: "${CTAFLEET_EDGE_TEMP_DIR:=$CTAFLEET_EDGE_RUN_DIR/tmp}"
 : "${CTAFLEET_EDGE_TEMPLATE_DIR:=$here/templates}"
 : "${CTAFLEET_EDGE_NGINX:=nginx}"
 
@@ -115,7 +123,10 @@ validate() {
     check_upstream
     check_listen CTAFLEET_EDGE_HTTP_LISTEN "$CTAFLEET_EDGE_HTTP_LISTEN"
     check_path CTAFLEET_EDGE_RUN_DIR "$RUN"
+    check_path CTAFLEET_EDGE_TEMP_DIR "$CTAFLEET_EDGE_TEMP_DIR"
     check_path CTAFLEET_EDGE_TEMPLATE_DIR "$CTAFLEET_EDGE_TEMPLATE_DIR"
+    [ "$CTAFLEET_EDGE_WORKERS" = auto ] || matches "$CTAFLEET_EDGE_WORKERS" '[1-9][0-9]?' ||
+        die "CTAFLEET_EDGE_WORKERS='$CTAFLEET_EDGE_WORKERS' must be auto or a number from 1 to 99"
     size=$CTAFLEET_HTTP__MAX_BODY_BYTES
     if ! matches "$size" '[1-9][0-9]{3,8}' || [ "$size" -lt 1024 ] || [ "$size" -gt 104857600 ]; then
         die "CTAFLEET_HTTP__MAX_BODY_BYTES='$size' must be bytes from 1024 to 104857600," \
@@ -161,14 +172,14 @@ validate() {
     export CTAFLEET_EDGE_UPSTREAM CTAFLEET_EDGE_HTTP_LISTEN CTAFLEET_EDGE_HTTPS_LISTEN \
         CTAFLEET_EDGE_REDIRECT_PORT CTAFLEET_EDGE_TLS_DIR CTAFLEET_EDGE_ACME_ROOT \
         CTAFLEET_HTTP__MAX_BODY_BYTES CTAFLEET_EDGE_RESOLVER CTAFLEET_EDGE_OCSP_TRUSTED_CA \
-        CTAFLEET_EDGE_RUN_DIR
+        CTAFLEET_EDGE_RUN_DIR CTAFLEET_EDGE_TEMP_DIR CTAFLEET_EDGE_WORKERS
 }
 
 # Only these are substituted; nginx's own $variables are left alone.
 VARS='${CTAFLEET_EDGE_UPSTREAM} ${CTAFLEET_EDGE_HTTP_LISTEN} ${CTAFLEET_EDGE_HTTPS_LISTEN}
 ${CTAFLEET_EDGE_REDIRECT_PORT} ${CTAFLEET_EDGE_TLS_DIR} ${CTAFLEET_EDGE_ACME_ROOT}
 ${CTAFLEET_HTTP__MAX_BODY_BYTES} ${CTAFLEET_EDGE_RESOLVER} ${CTAFLEET_EDGE_OCSP_TRUSTED_CA}
-${CTAFLEET_EDGE_RUN_DIR}'
+${CTAFLEET_EDGE_RUN_DIR} ${CTAFLEET_EDGE_TEMP_DIR} ${CTAFLEET_EDGE_WORKERS}'
 
 subst() { # TEMPLATE OUTPUT
     envsubst "$VARS" <"$CTAFLEET_EDGE_TEMPLATE_DIR/$1" >"$RUN/$2"
@@ -178,7 +189,9 @@ render() {
     mkdir -p "$RUN" 2>/dev/null && [ -w "$RUN" ] ||
         die "cannot write CTAFLEET_EDGE_RUN_DIR=$RUN as uid $(id -u)"
     rm -rf "$RUN/conf" "$RUN/servers"
-    mkdir -p "$RUN/conf" "$RUN/servers" "$RUN/tmp"
+    mkdir -p "$RUN/conf" "$RUN/servers"
+    mkdir -p "$CTAFLEET_EDGE_TEMP_DIR" 2>/dev/null && [ -w "$CTAFLEET_EDGE_TEMP_DIR" ] ||
+        die "cannot write CTAFLEET_EDGE_TEMP_DIR=$CTAFLEET_EDGE_TEMP_DIR as uid $(id -u)"
     subst nginx.conf nginx.conf
     for path in "$CTAFLEET_EDGE_TEMPLATE_DIR"/conf/*.conf; do
         subst "conf/${path##*/}" "conf/${path##*/}"

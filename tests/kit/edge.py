@@ -163,6 +163,8 @@ class Edge:
     stderr_path: Path | None = None
 
     def __post_init__(self) -> None:
+        while self.https_port == self.http_port:
+            self.https_port = free_port()
         for name in ("nginx", "envsubst", "openssl"):
             tool(name)
         # Not under pytest's tmp_path: its 0700 directories would keep UID 10002 out.
@@ -253,12 +255,31 @@ class Edge:
             self.proc = subprocess.Popen(
                 edge_command(self.workdir, "run"), env=self.env(), stdout=out, stderr=err
             )
+        ports = [self.http_port, self.https_port] if self.tls else [self.http_port]
         try:
-            wait_listening(self.http_port, self.proc, timeout=20)
-            if self.tls:
-                wait_listening(self.https_port, self.proc, timeout=20)
-        except AssertionError as exc:
+            for port in ports:
+                wait_listening(port, self.proc, timeout=20)
+            # Something else may have taken a port between free_port() and nginx's bind (nginx
+            # then retries for a while before it gives up): the listeners must be nginx's.
+            deadline = time.monotonic() + 20
+            while not (self.worker_pids() and all(self._listens(port) for port in ports)):
+                assert self.proc.poll() is None, f"nginx exited with {self.proc.returncode}"
+                assert time.monotonic() < deadline, f"nginx does not own its ports {ports}"
+                time.sleep(0.05)
+        except (AssertionError, OSError) as exc:
+            self.stop()
             raise AssertionError(f"{exc}\n{self.stderr()}") from None
+
+    def _listens(self, port: int) -> bool:
+        """Is nginx's master the owner of the socket listening on 127.0.0.1:port?"""
+        assert self.proc is not None
+        inodes = set()
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[1] == f"0100007F:{port:04X}" and fields[3] == "0A":  # LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        return any(os.readlink(fd) in inodes for fd in fds.iterdir())
 
     def reload(self) -> None:
         """`entrypoint.sh reload`, then wait until the old workers are gone (they finish their

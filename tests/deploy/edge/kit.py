@@ -11,6 +11,7 @@ import http.client as httpclient
 import json
 import ssl
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -132,6 +133,17 @@ def login(base: str, context: ssl.SSLContext | None = None) -> str:
 def edge_log(edge: Edge) -> list[dict[str, object]]:
     """The edge's access log: every line must be one JSON object."""
     return [json.loads(line) for line in edge.stdout().splitlines() if line.strip()]
+
+
+def logged(edge: Edge, what: str, match: Callable[[dict[str, object]], bool]) -> dict[str, object]:
+    """The edge's newest access log line that `match`es (nginx writes it just after the
+    answer, so it may lag a moment behind)."""
+
+    def find() -> dict[str, object] | None:
+        return next((line for line in reversed(edge_log(edge)) if match(line)), None)
+
+    found: dict[str, object] = wait_for(find, 10, f"the edge's log line of {what}")
+    return found
 
 
 def s_client(
