@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from ctafleet import __version__
 from ctafleet.clihelp import HELP
 from ctafleet.ops.backup.cli import backup_app
+from ctafleet.ops.certs.cli import ops_app
 from ctafleet.ops.dr.cli import dr_app
 from ctafleet.telematics.cli import mqtt, simulate
 
@@ -45,6 +46,7 @@ app.add_typer(fleet_app, name="fleet")
 app.add_typer(telemetry_app, name="telemetry")
 app.add_typer(backup_app, name="backup")
 app.add_typer(dr_app, name="dr")
+app.add_typer(ops_app, name="ops")
 app.command("simulate")(simulate)
 app.command("mqtt")(mqtt)
 
