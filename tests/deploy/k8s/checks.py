@@ -387,9 +387,21 @@ def pod_problems(docs: list[Doc]) -> list[str]:
     }
     services = select(docs, "Service")
     drain = _grace_needed(docs)
+    for ns in select(docs, "Namespace"):
+        labels = ns["metadata"].get("labels", {})
+        for mode in ("enforce", "audit", "warn"):
+            if labels.get(f"pod-security.kubernetes.io/{mode}") != "restricted":
+                problems.append(
+                    f"Namespace {ns['metadata']['name']}: Pod Security {mode} is not restricted"
+                )
+    namespaces = {n["metadata"]["name"] for n in select(docs, "Namespace")}
     for doc in docs:
         if doc["kind"] not in POD_KINDS:
             continue
+        if doc["metadata"]["namespace"] not in namespaces:
+            problems.append(
+                f"{doc['kind']} {doc['metadata']['name']}: its namespace is not rendered"
+            )
         name, ns = doc["metadata"]["name"], doc["metadata"]["namespace"]
         label = f"{doc['kind']} {name}"
         spec = pod_spec(doc)

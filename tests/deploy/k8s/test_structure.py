@@ -142,6 +142,12 @@ BROKEN: dict[str, tuple[Callable[[list[Doc]], Any], str]] = {
         ].update({"app.kubernetes.io/component": "bridge"}),
         "NetworkPolicy ctafleet/mqtt selects no pod",
     ),
+    "namespace without restricted pod security": (
+        lambda d: one(d, "Namespace", "ctafleet-data")["metadata"]["labels"].update(
+            {"pod-security.kubernetes.io/enforce": "baseline"}
+        ),
+        "Namespace ctafleet-data: Pod Security enforce is not restricted",
+    ),
     "writable root filesystem": (
         lambda d: _container(d, "worker")["securityContext"].pop("readOnlyRootFilesystem"),
         "Deployment worker container worker: the root filesystem is writable",
