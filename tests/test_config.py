@@ -279,3 +279,52 @@ def test_config_docs_command_writes_both_files(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert (tmp_path / "docs" / "configuration.md").read_text() == render_markdown()
     assert (tmp_path / ".env.example").read_text() == render_env_example()
+
+
+# --- settings from files (compose and Kubernetes secrets) ----------------------------------
+
+
+def test_a_setting_comes_from_the_file_its_file_variable_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key, url, origins = tmp_path / "key", tmp_path / "url", tmp_path / "origins"
+    key.write_text(GOOD_KEY + "\n")  # as `echo` writes it: the newline is not part of the key
+    url.write_text(PG_URL)
+    origins.write_text('["https://fleet.example.org"]\n')
+    monkeypatch.setenv("CTAFLEET_ENVIRONMENT", "production")
+    monkeypatch.setenv("CTAFLEET_AUTH__SECRET_KEY_FILE", str(key))
+    monkeypatch.setenv("CTAFLEET_DATABASE__URL_FILE", str(url))
+    monkeypatch.setenv("CTAFLEET_HTTP__CORS_ORIGINS_FILE", str(origins))
+    settings = load_settings()
+    assert settings.auth.secret_key.get_secret_value() == GOOD_KEY
+    assert settings.database_url == PG_URL
+    assert settings.http.cors_origins == ["https://fleet.example.org"]
+
+
+def test_a_setting_and_its_file_both_set_are_refused_by_the_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "key").write_text(GOOD_KEY)
+    monkeypatch.setenv("CTAFLEET_AUTH__SECRET_KEY", GOOD_KEY)
+    monkeypatch.setenv("CTAFLEET_AUTH__SECRET_KEY_FILE", str(tmp_path / "key"))
+    result = CliRunner().invoke(cli, ["config", "check"])
+    assert result.exit_code == 2
+    assert "CTAFLEET_AUTH__SECRET_KEY and CTAFLEET_AUTH__SECRET_KEY_FILE are both set" in (
+        result.output
+    )
+
+
+def test_an_unreadable_setting_file_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CTAFLEET_DATABASE__URL_FILE", str(tmp_path / "missing"))
+    result = CliRunner().invoke(cli, ["config", "check"])
+    assert result.exit_code == 2
+    assert f"CTAFLEET_DATABASE__URL_FILE: cannot read {tmp_path / 'missing'}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_no_setting_name_is_another_settings_file_variable() -> None:
+    """CTAFLEET_X_FILE names X's file: it must never also be a setting of its own."""
+    names = {var for _group, var, _field, _default in iter_fields()}
+    assert not {n for n in names if n.endswith("_FILE") and n[: -len("_FILE")] in names}

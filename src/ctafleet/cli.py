@@ -57,10 +57,18 @@ def _fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def _settings(env_file: Path | None = None, **overrides: Any) -> Any:
-    from ctafleet.config import format_validation_error, load_settings, settings_problems
+    from ctafleet.config import (
+        SettingsFileError,
+        format_validation_error,
+        load_settings,
+        settings_problems,
+    )
 
     try:
         return load_settings(env_file, **overrides)
+    except SettingsFileError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     except ValidationError as exc:
         for line in settings_problems(env_file, **overrides) or format_validation_error(exc):
             typer.secho(f"error: {line}", fg=typer.colors.RED, err=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import ipaddress
+import json
 import math
 import os
 import secrets
@@ -19,7 +20,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -465,6 +470,53 @@ class OidcSettings(BaseModel):
         return value
 
 
+class SettingsFileError(ValueError):
+    """A `CTAFLEET_…_FILE` variable that cannot be honoured."""
+
+
+def _file_value(variable: str) -> str | None:
+    path = os.environ.get(f"{variable}_FILE")
+    if not path:
+        return None
+    if variable in os.environ:
+        raise SettingsFileError(f"{variable} and {variable}_FILE are both set: keep one")
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SettingsFileError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+    return text.rstrip("\r\n")  # the newline an editor or `echo` leaves is not the secret's
+
+
+class FileVariables(PydanticBaseSettingsSource):
+    """`CTAFLEET_X_FILE=/path` sets X to that file's content: how Docker and Kubernetes hand
+    secrets to a process (a mounted file) without putting them in its environment."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # every value comes from __call__
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for name, field in self.settings_cls.model_fields.items():
+            ann = field.annotation
+            if isinstance(ann, type) and issubclass(ann, BaseModel):
+                for sub, subfield in ann.model_fields.items():
+                    value = self._read(f"CTAFLEET_{name.upper()}__{sub.upper()}", subfield)
+                    if value is not None:
+                        values.setdefault(name, {})[sub] = value
+            elif (value := self._read(f"CTAFLEET_{name.upper()}", field)) is not None:
+                values[name] = value
+        return values
+
+    def _read(self, variable: str, field: Any) -> Any:
+        text = _file_value(variable)
+        if text is None or not self.field_is_complex(field):
+            return text
+        try:
+            return json.loads(text)  # lists and objects, as in the environment
+        except ValueError as exc:
+            raise SettingsFileError(f"{variable}_FILE: not JSON: {exc}") from None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CTAFLEET_",
@@ -494,6 +546,17 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(default_factory=ObservabilitySettings)
     backup: BackupSettings = Field(default_factory=BackupSettings)
     oidc: OidcSettings = Field(default_factory=OidcSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, FileVariables(settings_cls), dotenv_settings
 
     @field_validator("public_url")
     @classmethod

@@ -67,6 +67,11 @@ def render_markdown() -> str:
         "export it into the environment of the processes. Lists are JSON "
         "(`CTAFLEET_HTTP__CORS_ORIGINS='[\"https://fleet.example.org\"]'`).",
         "",
+        "Any setting can come from a file instead: `CTAFLEET_X_FILE=/run/secrets/x` sets "
+        "`CTAFLEET_X` to the file's content (one trailing newline dropped), which is how compose "
+        "and Kubernetes secrets reach the processes without entering their environment. Setting "
+        "both `CTAFLEET_X` and `CTAFLEET_X_FILE` is refused.",
+        "",
         "In `production`, start-up refuses: a missing, default or short (< 32 bytes) "
         "`CTAFLEET_AUTH__SECRET_KEY`, `CTAFLEET_DEBUG=true`, wildcard CORS with credentials, and "
         "the embedded SQLite database. `ctafleet config check` lists every problem at once.",
