@@ -11,7 +11,7 @@ BIN := $(VENV)/bin
 export CTAFLEET_TEST_DATABASE_URL ?= postgresql://postgres@127.0.0.1:5432/postgres
 export CTAFLEET_TEST_REDIS_URL ?= redis://127.0.0.1:6379/15
 export CTAFLEET_TEST_MQTT_URL ?= mqtt://127.0.0.1:1883
-PYTEST_ARGS ?= -n auto
+PYTEST_ARGS ?= -n auto --dist loadgroup
 # `make demo PORT=8080 HOST=0.0.0.0`
 HOST ?= 127.0.0.1
 PORT ?= 8000

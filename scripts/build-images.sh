@@ -3,8 +3,8 @@
 #
 #   scripts/build-images.sh [--local-base] [--tag TAG] [IMAGE...]
 #
-# IMAGE: app, edge (the default pair), postgres, redis, mosquitto (local stand-ins for the
-# official images, used by the compose test). Images are named localhost/ctafleet/IMAGE:TAG
+# IMAGE: app, edge (the default pair), postgres, redis, mosquitto, prometheus (local stand-ins
+# for the official images, used by the compose test; prometheus also runs alertmanager). Images are named localhost/ctafleet/IMAGE:TAG
 # (TAG defaults to dev).
 # --local-base: start from localhost/debian:bookworm-slim and localhost/python:3.11-bookworm,
 #   built here from the Debian mirror when missing (and kept, so later runs reuse them), for
@@ -20,9 +20,9 @@ while [ $# -gt 0 ]; do
   case $1 in
     --local-base) local_base=true ;;
     --tag) tag=${2:?--tag needs a value}; shift ;;
-    app|edge|postgres|redis|mosquitto) images+=("$1") ;;
+    app|edge|postgres|redis|mosquitto|prometheus) images+=("$1") ;;
     -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
-    *) echo "unknown image or option: $1 (images: app edge postgres redis mosquitto)" >&2; exit 2 ;;
+    *) echo "unknown image or option: $1 (images: app edge postgres redis mosquitto prometheus)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -63,7 +63,11 @@ for image in "${images[@]}"; do
   case $image in
     app|edge)
       base=$python_base; [ "$image" = edge ] && base=$debian_base
+      # The labels are also given directly: buildah reuses a cached LABEL layer when only the
+      # ARG behind it changed, which would stamp an image with an older revision.
       args=(--build-arg "BASE=$base" --build-arg "VERSION=$version" --build-arg "REVISION=$revision"
+            --label "org.opencontainers.image.version=$version"
+            --label "org.opencontainers.image.revision=$revision"
             -f "deploy/docker/$image/Containerfile" .) ;;
     *)
       args=(--build-arg "BASE=$debian_base" "deploy/docker/$image") ;;

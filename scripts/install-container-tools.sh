@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the container tests need to build and run images without a Docker engine or a
 # registry (Debian/Ubuntu): podman, buildah, runc (crun fails on cgroup v1 hosts), mmdebstrap
-# for the local base image, and podman-compose in a venv under the machine cache.
+# for the local base image, aardvark-dns (service names on compose networks), catatonit (the
+# pause process of every pod podman kube play makes), and
+# podman-compose in a venv under the machine cache.
 #
 # Idempotent: does nothing when everything is present. Starts no daemon (podman has none).
 #
@@ -9,8 +11,8 @@
 set -euo pipefail
 
 CACHE=${CTAFLEET_CACHE_DIR:-/var/cache/ctafleet}
-TOOLS=(podman buildah runc mmdebstrap newuidmap)
-PACKAGES=(podman buildah runc mmdebstrap uidmap)
+TOOLS=(podman buildah runc mmdebstrap newuidmap catatonit /usr/lib/podman/aardvark-dns)
+PACKAGES=(podman buildah runc mmdebstrap uidmap aardvark-dns catatonit)
 COMPOSE_PINS="podman-compose==1.6.0"
 
 SUDO=()

@@ -23,7 +23,10 @@ netns = \"none\"
 runtime = \"runc\"
 cgroup_manager = \"cgroupfs\"
 events_logger = \"file\"
-events_logfile_path = \"$store/events.log\""
+events_logfile_path = \"$store/events.log\"
+[network]
+# netavark + aardvark-dns: service names resolve on compose networks (CNI would need dnsname).
+network_backend = \"netavark\""
 write "$store/storage.conf" "[storage]
 driver = \"overlay\"
 graphroot = \"$store/graph\"

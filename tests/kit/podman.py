@@ -19,9 +19,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.kit.tools import CACHE_DIR, tool
 
 ROOT = Path(__file__).resolve().parents[2]
+# The marks of every test that runs containers: slow, and all on one xdist worker (`make test`
+# runs `--dist loadgroup`): image builds would fight for the two cores, and podman 4.3's
+# aardvark-dns restarts while another test removes its network, losing names for a moment.
+PODMAN_TESTS = [pytest.mark.slow, pytest.mark.xdist_group("podman")]
 PODMAN = str(ROOT / "scripts" / "podman-local.sh")
 BUILD = str(ROOT / "scripts" / "build-images.sh")
 # podman prints these on every run without systemd or syslog; they say nothing about the test.
@@ -107,3 +113,16 @@ def remove(*containers: str) -> None:
 
 def main_pid(container: str) -> int:
     return int(inspect(container, "container")["State"]["Pid"])
+
+
+def podman_env() -> dict[str, str]:
+    """The environment under which plain `podman` (as podman-compose calls it) uses the same
+    private store and settings as scripts/podman-local.sh."""
+    out = subprocess.run(
+        [PODMAN, "--env"], capture_output=True, text=True, check=True, timeout=30
+    ).stdout
+    env: dict[str, str] = {}
+    for word in out.split()[1:]:  # export A=... B=... C=...
+        key, _, value = word.partition("=")
+        env[key] = value
+    return env

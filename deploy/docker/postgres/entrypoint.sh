@@ -1,6 +1,7 @@
 #!/bin/sh
 # First start: initdb with POSTGRES_USER and its password (POSTGRES_PASSWORD or the file named
-# by POSTGRES_PASSWORD_FILE), then POSTGRES_DB. Every start: postgres in the foreground as PID 1.
+# by POSTGRES_PASSWORD_FILE), then POSTGRES_DB and the init scripts. Every start: postgres in
+# the foreground as PID 1. The official image's contract, as far as compose uses it.
 set -eu
 : "${PGDATA:=/var/lib/postgresql/data}" "${POSTGRES_USER:=postgres}" "${POSTGRES_DB:=$POSTGRES_USER}"
 if [ -n "${POSTGRES_PASSWORD_FILE:-}" ]; then
@@ -17,6 +18,15 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
     postgres --single -D "$PGDATA" -j postgres >/dev/null <<SQL
 CREATE DATABASE "$POSTGRES_DB" OWNER "$POSTGRES_USER";
 SQL
+  fi
+  # As the official image: *.sh in /docker-entrypoint-initdb.d run once, against a server
+  # that listens only on its socket, with PGHOST/PGUSER/PGDATABASE set for psql.
+  if [ -d /docker-entrypoint-initdb.d ] && ls /docker-entrypoint-initdb.d/*.sh >/dev/null 2>&1; then
+    pg_ctl -D "$PGDATA" -o "-c listen_addresses='' -c unix_socket_directories=/tmp" -w start >/dev/null
+    for script in /docker-entrypoint-initdb.d/*.sh; do
+      PGHOST=/tmp PGUSER=$POSTGRES_USER PGDATABASE=$POSTGRES_DB sh "$script"
+    done
+    pg_ctl -D "$PGDATA" -m fast -w stop >/dev/null
   fi
 fi
 exec postgres -D "$PGDATA" -c listen_addresses="${LISTEN_ADDRESSES:-*}" \

@@ -18,13 +18,12 @@ import uuid
 
 import asyncpg
 import httpx
-import pytest
 
 from tests.deploy.docker.conftest import AppContainers, wait_ready
-from tests.kit.podman import ROOT, healthy, inspect, podman, wait_healthy
+from tests.kit.podman import PODMAN_TESTS, ROOT, healthy, inspect, podman, wait_healthy
 from tests.kit.tools import tool
 
-pytestmark = pytest.mark.slow
+pytestmark = PODMAN_TESTS
 
 PASSWORD = "Container-Check-Horse-42"
 

@@ -19,9 +19,9 @@ import httpx
 import pytest
 
 from tests.deploy.docker.conftest import AppContainers, wait_ready
-from tests.kit.podman import inspect, podman
+from tests.kit.podman import PODMAN_TESTS, inspect, podman
 
-pytestmark = pytest.mark.slow
+pytestmark = PODMAN_TESTS
 PASSWORD = "Drain-Check-Horse-42"
 
 

@@ -17,10 +17,18 @@ import pytest
 from tests.deploy.docker.conftest import LOCKED_DOWN, AppContainers, wait_ready
 from tests.kit.edge import CertAuthority
 from tests.kit.net import free_port
-from tests.kit.podman import build_images, healthy, inspect, podman, remove, wait_healthy
+from tests.kit.podman import (
+    PODMAN_TESTS,
+    build_images,
+    healthy,
+    inspect,
+    podman,
+    remove,
+    wait_healthy,
+)
 from tests.kit.tools import tool
 
-pytestmark = pytest.mark.slow
+pytestmark = PODMAN_TESTS
 
 
 @pytest.fixture(scope="module")

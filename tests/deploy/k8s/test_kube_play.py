@@ -252,6 +252,7 @@ def _batches_committed(metrics: str) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("podman")  # see tests/kit/podman.PODMAN_TESTS
 def test_the_release_migrates_serves_and_drains_under_kube_play(
     release: Release, kube: KubePlay, app_image: str, tmp_path: Path
 ) -> None:
@@ -317,6 +318,7 @@ def test_the_release_migrates_serves_and_drains_under_kube_play(
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("podman")  # see tests/kit/podman.PODMAN_TESTS
 def test_without_the_migration_the_api_is_not_ready(
     release: Release, kube: KubePlay, app_image: str, tmp_path: Path
 ) -> None:

@@ -1,0 +1,204 @@
+"""deploy/compose.yaml brought up whole with podman-compose, on images built from this tree
+(and local stand-ins for PostgreSQL, Redis, Mosquitto, Prometheus and Alertmanager, built from
+the same Debian base since no registry is reachable).
+
+podman 4.3 ignores `depends_on` conditions and, without systemd, never runs a healthcheck by
+itself: the test starts the services in the file's dependency order and runs each service's
+own healthcheck (`podman healthcheck run`) until it passes. Then, through the edge over
+HTTPS: the demo tenant's login, its vehicles, and a simulated fleet's positions sent by
+`ctafleet simulate` reaching the API; Prometheus scrapes both api replicas.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.kit.net import free_port
+from tests.kit.podman import (
+    PODMAN_TESTS,
+    ROOT,
+    build_images,
+    podman,
+    podman_env,
+    quiet,
+    remove,
+    wait_healthy,
+)
+from tests.kit.tools import tool
+
+pytestmark = PODMAN_TESTS
+COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
+CTAFLEET = str(Path(sys.executable).with_name("ctafleet"))
+# In dependency order, as compose would start them if podman honoured the conditions.
+INFRA = ["postgres", "redis", "mosquitto"]
+PROCESSES = {"api": 2, "worker": 1, "mqtt-bridge": 1}
+FRONT = ["edge", "prometheus", "alertmanager"]
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.project = f"ctafleet-test-{uuid.uuid4().hex[:6]}"
+        self.http_port, self.https_port = free_port(), free_port()
+        self.mqtt_port, self.prometheus_port = free_port(), free_port()
+        images = build_images("app", "edge", "postgres", "redis", "mosquitto", "prometheus")
+        self.env = {
+            **os.environ,
+            **podman_env(),
+            "CTAFLEET_PUBLIC_URL": f"https://localhost:{self.https_port}",
+            "CTAFLEET_APP_IMAGE": images["app"],
+            "CTAFLEET_EDGE_IMAGE": images["edge"],
+            "POSTGRES_IMAGE": images["postgres"],
+            "REDIS_IMAGE": images["redis"],
+            "MOSQUITTO_IMAGE": images["mosquitto"],
+            "PROMETHEUS_IMAGE": images["prometheus"],
+            "ALERTMANAGER_IMAGE": images["prometheus"],
+            "CTAFLEET_PUBLISH_ADDRESS": "127.0.0.1",
+            "CTAFLEET_HTTP_PORT": str(self.http_port),
+            "CTAFLEET_HTTPS_PORT": str(self.https_port),
+            "CTAFLEET_MQTT_PORT": str(self.mqtt_port),
+            "CTAFLEET_PROMETHEUS_PORT": str(self.prometheus_port),
+            "CTAFLEET_SECRETS_DIR": str(tmp / "secrets"),
+            "CTAFLEET_TLS_DIR": str(tmp / "tls"),
+            "CTAFLEET_ACME_DIR": str(tmp / "acme"),
+        }
+        self.tls = tmp / "tls"
+
+    def compose(self, *args: str, timeout: float = 180) -> str:
+        # --in-pod=false: in one pod, podman 4.3 gives the containers the pod's network
+        # namespace, which this host's netns="none" default leaves without the project network.
+        command = [tool("podman-compose"), "--in-pod=false", "-f", str(COMPOSE_FILE)]
+        command += ["-p", self.project, *args]
+        result = subprocess.run(
+            command, env=self.env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+        assert result.returncode == 0, (
+            f"podman-compose {' '.join(args)} exited {result.returncode}:\n"
+            f"{quiet(result.stdout)[-2000:]}\n{quiet(result.stderr)[-3000:]}"
+        )
+        return result.stdout
+
+    def container(self, service: str, n: int = 1) -> str:
+        return f"{self.project}_{service}_{n}"
+
+    def up(self, *services: str) -> None:
+        self.compose("up", "-d", "--no-deps", *services)
+        for service in services:
+            for n in range(1, PROCESSES.get(service, 1) + 1):
+                wait_healthy(self.container(service, n), timeout=120)
+
+    def https(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=f"https://127.0.0.1:{self.https_port}",
+            verify=str(self.tls / "tls.crt"),
+            timeout=15,
+        )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path)
+    result = subprocess.run(
+        [str(ROOT / "deploy" / "compose" / "init.sh")],
+        env=s.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    try:
+        yield s
+    finally:
+        s.compose("--profile", "jobs", "down", "-v", "-t", "10", timeout=300)
+        left = podman("ps", "-a", "--filter", f"name={s.project}", "--format", "{{.Names}}")
+        names = left.stdout.split()
+        remove(*names)
+        assert not names, f"`down` left containers behind: {names}"
+
+
+def _until(check: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (httpx.HTTPError, KeyError, ValueError) as exc:
+            last = exc
+        time.sleep(1)
+    raise AssertionError(f"{what} not within {timeout} s (last: {last!r})")
+
+
+def test_the_compose_stack_comes_up_healthy_and_serves_through_the_edge(
+    stack: Stack, tmp_path: Path
+) -> None:
+    stack.up(*INFRA)
+    # `up`, not `run`: podman-compose 1.6 leaves a `run` container off the project's network.
+    stack.compose("up", "-d", "--no-deps", "migrate")
+    migrated = podman("wait", stack.container("migrate"), timeout=240).stdout.strip()
+    assert migrated == "0", podman("logs", stack.container("migrate"), check=False).stderr
+    stack.up(*PROCESSES)
+    stack.up(*FRONT)
+
+    # The demo tenant, seeded by the image's CLI in one api replica.
+    api = stack.container("api")
+    podman("exec", api, "ctafleet", "demo", "--no-serve", "--vehicles", "3", timeout=120)
+    users = json.loads(podman("exec", api, "cat", "/data/demo-credentials.json").stdout)
+    devices = json.loads(podman("exec", api, "cat", "/data/demo-devices.json").stdout)
+    admin = next(u for u in users["users"] if u["role"] == "admin")
+
+    with stack.https() as client:
+        r = client.post(
+            "/api/v1/auth/login", json={"email": admin["email"], "password": admin["password"]}
+        )
+        assert r.status_code == 200, r.text
+        assert r.headers["strict-transport-security"].startswith("max-age=")
+        auth = {"authorization": f"Bearer {r.json()['access_token']}"}
+        r = client.get("/api/v1/vehicles", headers=auth)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["data"]) == 3
+
+        # A simulated fleet, from outside, through the edge's HTTPS port.
+        devices_file = tmp_path / "devices.json"
+        devices_file.write_text(json.dumps(devices))
+        simulate = [CTAFLEET, "simulate", "--url", f"https://127.0.0.1:{stack.https_port}"]
+        simulate += ["--devices", str(devices_file), "--rate", "6", "--duration", "6"]
+        sim = subprocess.run(
+            [*simulate, "--report-every", "0"],
+            env={**os.environ, "SSL_CERT_FILE": str(stack.tls / "tls.crt")},
+            capture_output=True,
+            text=True,
+            timeout=90,
+            check=False,
+        )
+        assert sim.returncode == 0, sim.stderr[-2000:]
+
+        def moved() -> int:
+            rows = client.get("/api/v1/telemetry/snapshot", headers=auth).json()["data"]
+            return len([row for row in rows if row.get("lat") is not None])
+
+        assert _until(moved, 60, "the simulated positions in the fleet snapshot") == 3
+
+    # Plain HTTP is redirected; Prometheus sees both api replicas up.
+    r = httpx.get(f"http://127.0.0.1:{stack.http_port}/api/v1/vehicles", timeout=10)
+    assert r.status_code == 301
+    prometheus = f"http://127.0.0.1:{stack.prometheus_port}"
+
+    def api_targets_up() -> bool:
+        q = httpx.get(f"{prometheus}/api/v1/query", params={"query": 'up{job="ctafleet-api"}'})
+        values = [float(v["value"][1]) for v in q.json()["data"]["result"]]
+        return values == [1.0, 1.0]
+
+    _until(api_targets_up, 60, "both api replicas scraped up")
