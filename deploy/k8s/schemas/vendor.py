@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -27,9 +28,15 @@ PACKAGES: dict[str, dict[tuple[str, str], str]] = {
         ("cert-manager.io/v1", "ClusterIssuer"): "cert-manager.io/v1/ClusterIssuer.js",
     },
     "@kubernetes-models/prometheus-operator@4.0.0": {
-        ("monitoring.coreos.com/v1", "ServiceMonitor"): "monitoring.coreos.com/v1/ServiceMonitor.js",
+        (
+            "monitoring.coreos.com/v1",
+            "ServiceMonitor",
+        ): "monitoring.coreos.com/v1/ServiceMonitor.js",
         ("monitoring.coreos.com/v1", "PodMonitor"): "monitoring.coreos.com/v1/PodMonitor.js",
-        ("monitoring.coreos.com/v1", "PrometheusRule"): "monitoring.coreos.com/v1/PrometheusRule.js",
+        (
+            "monitoring.coreos.com/v1",
+            "PrometheusRule",
+        ): "monitoring.coreos.com/v1/PrometheusRule.js",
     },
     "@kubernetes-models/keda@0.3.2": {
         ("keda.sh/v1alpha1", "ScaledObject"): "keda.sh/v1alpha1/ScaledObject.js",
@@ -53,8 +60,11 @@ def literal(text: str, where: str) -> dict[str, object]:
 def unpack(spec: str, into: Path) -> Path:
     out = into / re.sub(r"[^A-Za-z0-9.]+", "_", spec)
     out.mkdir()
-    subprocess.run(
-        ["npm", "pack", "--silent", spec, "--pack-destination", str(out)],
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is not installed: it fetches the schema packages")
+    subprocess.run(  # noqa: S603 - the pinned package specs of this file
+        [npm, "pack", "--silent", spec, "--pack-destination", str(out)],
         check=True,
         stdout=subprocess.DEVNULL,
     )
