@@ -20,6 +20,9 @@
 #   CTAFLEET_EDGE_WORKERS           nginx worker processes: auto (one per CPU of the machine)
 #                                   or a number, for a container with a CPU limit [auto]
 #   CTAFLEET_HTTP__MAX_BODY_BYTES   largest request body: the API's own setting [1048576]
+#   CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES
+#                                   largest body of POST /api/v1/telemetry, the API's own
+#                                   setting [8388608]
 #   CTAFLEET_EDGE_OCSP_STAPLING     on | off [off]; on needs CTAFLEET_EDGE_RESOLVER
 #   CTAFLEET_EDGE_RESOLVER          DNS servers nginx asks for the OCSP responder (ADDR ...)
 #   CTAFLEET_EDGE_OCSP_TRUSTED_CA   CA bundle that verifies OCSP answers
@@ -101,6 +104,7 @@ here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 : "${CTAFLEET_EDGE_ACME_ROOT:=/var/www/acme}"
 : "${CTAFLEET_EDGE_WORKERS:=auto}"
 : "${CTAFLEET_HTTP__MAX_BODY_BYTES:=1048576}"
+: "${CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES:=8388608}"
 : "${CTAFLEET_EDGE_OCSP_STAPLING:=off}"
 : "${CTAFLEET_EDGE_RESOLVER:=}"
 : "${CTAFLEET_EDGE_OCSP_TRUSTED_CA:=/etc/ssl/certs/ca-certificates.crt}"
@@ -127,11 +131,12 @@ validate() {
     check_path CTAFLEET_EDGE_TEMPLATE_DIR "$CTAFLEET_EDGE_TEMPLATE_DIR"
     [ "$CTAFLEET_EDGE_WORKERS" = auto ] || matches "$CTAFLEET_EDGE_WORKERS" '[1-9][0-9]?' ||
         die "CTAFLEET_EDGE_WORKERS='$CTAFLEET_EDGE_WORKERS' must be auto or a number from 1 to 99"
-    size=$CTAFLEET_HTTP__MAX_BODY_BYTES
-    if ! matches "$size" '[1-9][0-9]{3,8}' || [ "$size" -lt 1024 ] || [ "$size" -gt 104857600 ]; then
-        die "CTAFLEET_HTTP__MAX_BODY_BYTES='$size' must be bytes from 1024 to 104857600," \
-            "as the API's setting"
-    fi
+    for name in CTAFLEET_HTTP__MAX_BODY_BYTES CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES; do
+        eval "size=\$$name"
+        if ! matches "$size" '[1-9][0-9]{3,8}' || [ "$size" -lt 1024 ] || [ "$size" -gt 104857600 ]; then
+            die "$name='$size' must be bytes from 1024 to 104857600, as the API's setting"
+        fi
+    done
     [ -f "$CTAFLEET_EDGE_TEMPLATE_DIR/nginx.conf" ] ||
         die "no templates in CTAFLEET_EDGE_TEMPLATE_DIR=$CTAFLEET_EDGE_TEMPLATE_DIR"
     command -v envsubst >/dev/null 2>&1 || die "envsubst not found (Debian: gettext-base)"
@@ -171,14 +176,16 @@ validate() {
     fi
     export CTAFLEET_EDGE_UPSTREAM CTAFLEET_EDGE_HTTP_LISTEN CTAFLEET_EDGE_HTTPS_LISTEN \
         CTAFLEET_EDGE_REDIRECT_PORT CTAFLEET_EDGE_TLS_DIR CTAFLEET_EDGE_ACME_ROOT \
-        CTAFLEET_HTTP__MAX_BODY_BYTES CTAFLEET_EDGE_RESOLVER CTAFLEET_EDGE_OCSP_TRUSTED_CA \
-        CTAFLEET_EDGE_RUN_DIR CTAFLEET_EDGE_TEMP_DIR CTAFLEET_EDGE_WORKERS
+        CTAFLEET_HTTP__MAX_BODY_BYTES CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES \
+        CTAFLEET_EDGE_RESOLVER CTAFLEET_EDGE_OCSP_TRUSTED_CA CTAFLEET_EDGE_RUN_DIR \
+        CTAFLEET_EDGE_TEMP_DIR CTAFLEET_EDGE_WORKERS
 }
 
 # Only these are substituted; nginx's own $variables are left alone.
 VARS='${CTAFLEET_EDGE_UPSTREAM} ${CTAFLEET_EDGE_HTTP_LISTEN} ${CTAFLEET_EDGE_HTTPS_LISTEN}
 ${CTAFLEET_EDGE_REDIRECT_PORT} ${CTAFLEET_EDGE_TLS_DIR} ${CTAFLEET_EDGE_ACME_ROOT}
-${CTAFLEET_HTTP__MAX_BODY_BYTES} ${CTAFLEET_EDGE_RESOLVER} ${CTAFLEET_EDGE_OCSP_TRUSTED_CA}
+${CTAFLEET_HTTP__MAX_BODY_BYTES} ${CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES}
+${CTAFLEET_EDGE_RESOLVER} ${CTAFLEET_EDGE_OCSP_TRUSTED_CA}
 ${CTAFLEET_EDGE_RUN_DIR} ${CTAFLEET_EDGE_TEMP_DIR} ${CTAFLEET_EDGE_WORKERS}'
 
 subst() { # TEMPLATE OUTPUT

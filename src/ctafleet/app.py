@@ -34,6 +34,8 @@ from ctafleet.telematics.ingest import runtime as telemetry_runtime
 from ctafleet.web.routes import router as web_router
 
 API_PREFIX = "/api/v1"
+# The JSON telemetry batch: the one route allowed a larger body (telemetry.batch_max_body_bytes).
+BATCH_PATH = f"{API_PREFIX}/telemetry"
 log = structlog.get_logger("ctafleet.app")
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
 WEB_STATIC = Path(__file__).parent / "web" / "static"
@@ -178,7 +180,12 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         )
     if settings.http.trusted_hosts != ["*"]:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=settings.http.trusted_hosts)
-    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.http.max_body_bytes)
+    app.add_middleware(
+        EdgeMiddleware,
+        max_body_bytes=settings.http.max_body_bytes,
+        # A full batch (max_batch_points) is larger than any other request.
+        body_limits={BATCH_PATH: settings.telemetry.batch_max_body_bytes},
+    )
     app.osmand = state.telemetry.osmand
     return app
 

@@ -159,6 +159,14 @@ class TelemetrySettings(BaseModel):
     max_batch_points: int = Field(
         10000, ge=1, le=100000, description="Most positions accepted in one ingest request."
     )
+    batch_max_body_bytes: int = Field(
+        8 * 1_048_576,
+        ge=1024,
+        le=100 * 1_048_576,
+        description="Largest body of `POST /api/v1/telemetry` (every other request: "
+        "`CTAFLEET_HTTP__MAX_BODY_BYTES`). 10,000 points with every field and a few attributes "
+        "come to about 3 MB.",
+    )
     queue_max_entries: int = Field(
         200_000,
         ge=100,

@@ -112,10 +112,13 @@ class EdgeMiddleware:
         app: ASGIApp,
         *,
         max_body_bytes: int,
+        body_limits: dict[str, int] | None = None,
         access_log: AccessLog | None = None,
     ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        # Paths allowed a body of another size than max_body_bytes (the telemetry batch).
+        self.body_limits = body_limits or {}
         self.access_log = access_log or AccessLog()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -207,13 +210,15 @@ class EdgeMiddleware:
                 declared = int(content_length)
             except ValueError:
                 declared = 0
-            if declared > self.max_body_bytes:
-                await self._refuse_size(scope, send)
+            limit = self.body_limits.get(scope.get("path", ""), self.max_body_bytes)
+            if declared > limit:
+                await self._refuse_size(scope, send, limit)
             if declared == 0 and transfer_encoding is None:
                 return receive  # no body: nothing to read here
         elif transfer_encoding is None:
             return receive
         # Read the body here, within the limit (a Content-Length may lie), then replay it.
+        limit = self.body_limits.get(scope.get("path", ""), self.max_body_bytes)
         chunks: list[bytes] = []
         received = 0
         while True:
@@ -222,8 +227,8 @@ class EdgeMiddleware:
                 return _replay([message])
             chunk = message.get("body", b"")
             received += len(chunk)
-            if received > self.max_body_bytes:
-                await self._refuse_size(scope, send)
+            if received > limit:
+                await self._refuse_size(scope, send, limit)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
@@ -235,14 +240,14 @@ class EdgeMiddleware:
             await self._refuse_nul(scope, send, "body")
         return _replay([{"type": "http.request", "body": body, "more_body": False}], receive)
 
-    async def _refuse_size(self, scope: Scope, send: Send) -> None:
+    async def _refuse_size(self, scope: Scope, send: Send, limit: int) -> None:
         await _send_problem(
             scope,
             send,
             413,
             "payload-too-large",
             "Payload too large",
-            f"request bodies are limited to {self.max_body_bytes} bytes",
+            f"request bodies are limited to {limit} bytes",
             close=True,
         )
         raise _Refused

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.deploy.edge.kit import ADMIN, MAX_BODY, PASSWORD, ProxiedApi, started_edge
+from tests.deploy.edge.kit import ADMIN, BODY_LIMITS, PASSWORD, ProxiedApi, started_edge
 from tests.kit.edge import CertAuthority, Edge
 
 
@@ -23,7 +23,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProxiedApi]:
         env_extra={
             "CTAFLEET_OBSERVABILITY__LOG_LEVEL": "INFO",
             "CTAFLEET_OBSERVABILITY__LOG_JSON": "true",
-            "CTAFLEET_HTTP__MAX_BODY_BYTES": str(MAX_BODY),
+            **BODY_LIMITS,
         },
     )
     api.cli("db", "upgrade")

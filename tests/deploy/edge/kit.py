@@ -22,6 +22,11 @@ from tests.kit.edge import CertAuthority, Edge
 PASSWORD = "Edge-Test-Password-42!"
 ADMIN = "admin@edge.example.org"
 MAX_BODY = 65536
+BATCH_MAX_BODY = 131072  # the telemetry batch's own limit, larger than every other body
+BODY_LIMITS = {
+    "CTAFLEET_HTTP__MAX_BODY_BYTES": str(MAX_BODY),
+    "CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES": str(BATCH_MAX_BODY),
+}
 
 
 class ProxiedApi(ApiProcess):
@@ -59,7 +64,7 @@ class ProxiedApi(ApiProcess):
 
 
 def started_edge(upstream: str, ca: CertAuthority, *, tls: bool = True) -> Edge:
-    edge = Edge(upstream, tls=tls, env_extra={"CTAFLEET_HTTP__MAX_BODY_BYTES": str(MAX_BODY)})
+    edge = Edge(upstream, tls=tls, env_extra=dict(BODY_LIMITS))
     _cert, cert_pem, key_pem = ca.issue()
     edge.install_certificate(cert_pem, key_pem)
     edge.start()

@@ -17,7 +17,16 @@ from collections.abc import Iterator
 import pytest
 import websockets
 
-from tests.deploy.edge.kit import MAX_BODY, ProxiedApi, edge_log, fetch, logged, login
+from tests.deploy.edge.kit import (
+    BATCH_MAX_BODY,
+    MAX_BODY,
+    ProxiedApi,
+    Response,
+    edge_log,
+    fetch,
+    logged,
+    login,
+)
 from tests.deploy.live import wait_for
 from tests.kit.edge import CertAuthority, Edge
 from tests.kit.net import free_port
@@ -129,30 +138,27 @@ def test_metrics_are_not_exposed(
         assert b"ctafleet_" not in r.body
 
 
-def test_body_limit_is_the_apis(edge: Edge, tls_context: ssl.SSLContext) -> None:
-    """The edge refuses one byte over CTAFLEET_HTTP__MAX_BODY_BYTES itself and passes a body
-    of exactly that size on to the API (which, without a credential, says 401)."""
+def test_body_limits_are_the_apis(edge: Edge, tls_context: ssl.SSLContext) -> None:
+    """The edge refuses one byte over the API's limits itself (CTAFLEET_HTTP__MAX_BODY_BYTES,
+    and CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES for the batch route) and passes a body of
+    exactly that size on to the API (which, without a credential, says 401)."""
     headers = {"Content-Type": "application/json"}
-    over = fetch(
-        edge.https_url,
-        "/api/v1/telemetry",
-        method="POST",
-        headers=headers,
-        body=b" " * (MAX_BODY + 1),
-        context=tls_context,
-    )
-    assert over.status == 413
-    assert over.header("X-Request-ID") is None, "refused by nginx, before the API"
-    at_limit = fetch(
-        edge.https_url,
-        "/api/v1/telemetry",
-        method="POST",
-        headers=headers,
-        body=b" " * MAX_BODY,
-        context=tls_context,
-    )
-    assert at_limit.status == 401, at_limit.body
-    assert at_limit.header("X-Request-ID")
+
+    def post(path: str, size: int) -> Response:
+        return fetch(
+            edge.https_url, path, method="POST", headers=headers, body=b" " * size,
+            context=tls_context,
+        )  # fmt: skip
+
+    for path, limit in [("/api/v1/vehicles", MAX_BODY), ("/api/v1/telemetry", BATCH_MAX_BODY)]:
+        over = post(path, limit + 1)
+        assert over.status == 413, path
+        assert over.header("X-Request-ID") is None, "refused by nginx, before the API"
+        at_limit = post(path, limit)
+        assert at_limit.status == 401, (path, at_limit.body)
+        assert at_limit.header("X-Request-ID")
+    # A batch larger than every other body still reaches the API.
+    assert post("/api/v1/telemetry", MAX_BODY + 1).status == 401
 
 
 def test_json_and_assets_are_compressed(edge: Edge, tls_context: ssl.SSLContext) -> None:

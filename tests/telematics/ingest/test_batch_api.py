@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -293,3 +294,40 @@ async def test_the_snapshot_holds_this_tenants_devices_only(api: Api, tenant: Te
         f"/api/v1/devices/{theirs['id']}/positions", headers=tenant.headers("admin")
     )
     assert r.status_code == 404
+
+
+async def test_a_full_batch_is_larger_than_other_bodies_and_is_taken(
+    api: Api, tenant: TenantUsers
+) -> None:
+    """10,000 points with every field are over the 1 MiB every other route allows: the batch
+    route has its own limit (telemetry.batch_max_body_bytes), and only it."""
+    d = await device(api, tenant)
+    points = _track(
+        api,
+        api.settings.telemetry.max_batch_points,
+        start_s=-20_000,
+        speed=12.5,
+        course=180.0,
+        hdop=0.9,
+        charging=False,
+        altitude=190.5,
+        accuracy=4.0,
+        battery=80,
+        ignition=True,
+        odometer=123456.7,
+        attributes={"fuel": 40.5, "rpm": 1800, "coolant": 88.0},
+    )
+    body = json.dumps({"points": points}).encode()
+    assert len(body) > api.settings.http.max_body_bytes
+    assert len(body) < api.settings.telemetry.batch_max_body_bytes
+    headers = {**_bearer(d["credential"]), "content-type": "application/json"}
+    r = await api.client.post(URL, content=body, headers=headers)
+    assert r.status_code == 202, r.text[:300]
+    assert r.json()["accepted"] == len(points), r.json()["rejected"][:2]
+    # The same bytes to another route are refused at the edge of the app.
+    r = await api.client.post("/api/v1/vehicles", content=body, headers=tenant.headers("admin"))
+    assert r.status_code == 413
+    too_big = b" " * (api.settings.telemetry.batch_max_body_bytes + 1)
+    r = await api.client.post(URL, content=too_big, headers=headers)
+    assert r.status_code == 413
+    assert str(api.settings.telemetry.batch_max_body_bytes) in r.json()["detail"]
