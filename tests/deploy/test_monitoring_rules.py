@@ -27,6 +27,7 @@ import yaml
 
 from ctafleet.observability import metrics
 from ctafleet.ops import metrics as ops_metrics
+from ctafleet.ops.certs import metrics as certs_metrics
 from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -386,6 +387,7 @@ def command_metric_names() -> dict[str, set[str]]:
     return {
         "backup": {d.name for d in ops_metrics.BACKUP_METRICS},
         "dr": {d.name for d in ops_metrics.DRILL_METRICS},
+        "certs": {d.name for d in certs_metrics.CERTS_METRICS},
     }
 
 

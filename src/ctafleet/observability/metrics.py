@@ -151,12 +151,7 @@ WORK_ORDERS_OPEN = _g("work_orders_open", "Work orders not closed.", mode="max")
 DEFECTS_CRITICAL_OPEN = _g("defects_critical_open", "Open critical inspection defects.", mode="max")
 
 # --- operations -----------------------------------------------------------------------
-TLS_CERT_EXPIRY = _g(
-    "tls_certificate_expiry_timestamp_seconds",
-    "Unix time the served certificate expires.",
-    ("host",),
-    mode="min",
-)
+# (Certificate expiry comes from `ctafleet ops certs check`: ctafleet.ops.certs.metrics.)
 # A gauge rather than an Info metric: Info does not work in multiprocess mode.
 BUILD_INFO = _g(
     "build_info",

@@ -12,17 +12,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 from typer.testing import CliRunner, Result
 
 from ctafleet.cli import app as cli
-from ctafleet.observability.metrics import TLS_CERT_EXPIRY
 from ctafleet.ops.certs import metrics
 from ctafleet.ops.certs.check import TargetError, parse_target
 from tests.kit.edge import TEST_HOST, CertAuthority, Edge
 from tests.kit.net import free_port
 from tests.ops.certs.kit import OTHER_HOST, TlsServer
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def run(*args: str) -> Result:
@@ -109,9 +111,17 @@ def test_bad_targets(text: str, message: str) -> None:
 
 
 def test_the_metric_is_the_one_the_alert_reads() -> None:
-    declared = next(iter(TLS_CERT_EXPIRY.describe()))
-    assert metrics.EXPIRY.name == declared.name
-    assert metrics.EXPIRY.help == declared.documentation
+    rules = yaml.safe_load(
+        (ROOT / "deploy" / "monitoring" / "prometheus" / "rules" / "alerts-app.yml").read_text()
+    )
+    exprs = [
+        r["expr"]
+        for group in rules["groups"]
+        for r in group["rules"]
+        if r.get("alert") == "CTAFleetTLSCertificateExpiring"
+    ]
+    assert len(exprs) == 2
+    assert all(f"min by (host) ({metrics.EXPIRY.name})" in e for e in exprs)
     assert metrics.EXPIRY.labels == ("host",)
 
 

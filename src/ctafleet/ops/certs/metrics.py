@@ -18,8 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ctafleet.ops import metrics as m
 
-# The name and help of ctafleet.observability.metrics.TLS_CERT_EXPIRY: the series the
-# CTAFleetTLSCertificateExpiring alert reads.
+# The series the CTAFleetTLSCertificateExpiring alert reads.
 EXPIRY = m.MetricDef(
     "ctafleet_tls_certificate_expiry_timestamp_seconds",
     "gauge",
@@ -33,6 +32,8 @@ CHECK_SUCCESS = m.MetricDef(
     "is then the one read before).",
     ("host",),
 )
+
+CERTS_METRICS = (EXPIRY, CHECK_SUCCESS)
 
 
 def previous_expiry(path: Path) -> dict[str, float]:
