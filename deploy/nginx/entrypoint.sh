@@ -11,6 +11,11 @@
 #   CTAFLEET_EDGE_TLS               on | off [on]: terminate TLS here (compose), or not
 #                                   (Kubernetes, where the ingress controller does)
 #   CTAFLEET_EDGE_UPSTREAM          HOST:PORT of the API [api:8000]
+#   CTAFLEET_EDGE_UPSTREAM_RESOLVE  start | dynamic [start]: resolve the upstream's name once
+#                                   (a Kubernetes Service: one stable address, kept-alive
+#                                   connections), or every second with CTAFLEET_EDGE_RESOLVER or
+#                                   the container's DNS server (compose: a restarted api
+#                                   container comes back with a new address)
 #   CTAFLEET_EDGE_HTTP_LISTEN       [ADDR:]PORT of plain HTTP [8080]
 #   CTAFLEET_EDGE_HTTPS_LISTEN      [ADDR:]PORT of HTTPS [8443]
 #   CTAFLEET_EDGE_PUBLIC_HTTPS_PORT the port clients reach HTTPS on, for the redirect [443]
@@ -24,7 +29,8 @@
 #                                   largest body of POST /api/v1/telemetry, the API's own
 #                                   setting [8388608]
 #   CTAFLEET_EDGE_OCSP_STAPLING     on | off [off]; on needs CTAFLEET_EDGE_RESOLVER
-#   CTAFLEET_EDGE_RESOLVER          DNS servers nginx asks for the OCSP responder (ADDR ...)
+#   CTAFLEET_EDGE_RESOLVER          DNS servers nginx asks (ADDR ...): for the OCSP responder,
+#                                   and for the upstream in dynamic mode
 #   CTAFLEET_EDGE_OCSP_TRUSTED_CA   CA bundle that verifies OCSP answers
 #                                   [/etc/ssl/certs/ca-certificates.crt]
 #   CTAFLEET_EDGE_RUN_DIR           rendered configuration and pid [/tmp/nginx]
@@ -107,6 +113,7 @@ here=$(CDPATH='' cd -- "$(dirname -- "$0")" && pwd)
 : "${CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES:=8388608}"
 : "${CTAFLEET_EDGE_OCSP_STAPLING:=off}"
 : "${CTAFLEET_EDGE_RESOLVER:=}"
+: "${CTAFLEET_EDGE_UPSTREAM_RESOLVE:=start}"
 : "${CTAFLEET_EDGE_OCSP_TRUSTED_CA:=/etc/ssl/certs/ca-certificates.crt}"
 : "${CTAFLEET_EDGE_RUN_DIR:=/tmp/nginx}"
 : "${CTAFLEET_EDGE_TEMP_DIR:=$CTAFLEET_EDGE_RUN_DIR/tmp}"
@@ -160,21 +167,36 @@ validate() {
             printf 'ctafleet-edge: warning: no ACME webroot at %s: HTTP-01 challenges get 404\n' \
                 "$CTAFLEET_EDGE_ACME_ROOT" >&2
     fi
+    case $CTAFLEET_EDGE_UPSTREAM_RESOLVE in
+    start) ;;
+    dynamic)
+        if [ -z "$CTAFLEET_EDGE_RESOLVER" ]; then
+            CTAFLEET_EDGE_RESOLVER=$(awk '$1 == "nameserver" && $2 ~ /^[0-9.]+$/ { print $2; exit }' \
+                /etc/resolv.conf 2>/dev/null) || true
+            [ -n "$CTAFLEET_EDGE_RESOLVER" ] ||
+                die "CTAFLEET_EDGE_UPSTREAM_RESOLVE=dynamic needs CTAFLEET_EDGE_RESOLVER: no IPv4" \
+                    "nameserver in /etc/resolv.conf"
+        fi
+        ;;
+    *) die "CTAFLEET_EDGE_UPSTREAM_RESOLVE='$CTAFLEET_EDGE_UPSTREAM_RESOLVE' must be start or dynamic" ;;
+    esac
+    if [ -n "$CTAFLEET_EDGE_RESOLVER" ]; then
+        for server in $CTAFLEET_EDGE_RESOLVER; do
+            matches "$server" "($IPV4_RE|$IPV6_RE)(:$PORT_RE)?" ||
+                die "CTAFLEET_EDGE_RESOLVER: '$server' is not an IP address[:port]"
+        done
+    fi
     if [ "$CTAFLEET_EDGE_OCSP_STAPLING" = on ]; then
         [ "$CTAFLEET_EDGE_TLS" = on ] ||
             die "CTAFLEET_EDGE_OCSP_STAPLING=on needs CTAFLEET_EDGE_TLS=on"
         [ -n "$CTAFLEET_EDGE_RESOLVER" ] ||
             die "CTAFLEET_EDGE_OCSP_STAPLING=on needs CTAFLEET_EDGE_RESOLVER (DNS servers nginx" \
                 "asks for the CA's OCSP responder, e.g. 10.96.0.10)"
-        for server in $CTAFLEET_EDGE_RESOLVER; do
-            matches "$server" "($IPV4_RE|$IPV6_RE)(:$PORT_RE)?" ||
-                die "CTAFLEET_EDGE_RESOLVER: '$server' is not an IP address[:port]"
-        done
         check_path CTAFLEET_EDGE_OCSP_TRUSTED_CA "$CTAFLEET_EDGE_OCSP_TRUSTED_CA"
         [ -r "$CTAFLEET_EDGE_OCSP_TRUSTED_CA" ] ||
             die "CTAFLEET_EDGE_OCSP_TRUSTED_CA=$CTAFLEET_EDGE_OCSP_TRUSTED_CA is not readable"
     fi
-    export CTAFLEET_EDGE_UPSTREAM CTAFLEET_EDGE_HTTP_LISTEN CTAFLEET_EDGE_HTTPS_LISTEN \
+    export CTAFLEET_EDGE_UPSTREAM CTAFLEET_EDGE_UPSTREAM_RESOLVE CTAFLEET_EDGE_HTTP_LISTEN CTAFLEET_EDGE_HTTPS_LISTEN \
         CTAFLEET_EDGE_REDIRECT_PORT CTAFLEET_EDGE_TLS_DIR CTAFLEET_EDGE_ACME_ROOT \
         CTAFLEET_HTTP__MAX_BODY_BYTES CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES \
         CTAFLEET_EDGE_RESOLVER CTAFLEET_EDGE_OCSP_TRUSTED_CA CTAFLEET_EDGE_RUN_DIR \
@@ -208,6 +230,11 @@ render() {
         subst servers/https.conf servers/https.conf
     else
         subst servers/plain.conf servers/plain.conf
+    fi
+    if [ "$CTAFLEET_EDGE_UPSTREAM_RESOLVE" = dynamic ]; then
+        subst optional/upstream-dynamic.conf conf/upstream.conf
+    else
+        subst optional/upstream-start.conf conf/upstream.conf
     fi
     if [ "$CTAFLEET_EDGE_OCSP_STAPLING" = on ]; then
         subst optional/ocsp-stapling.conf conf/ocsp-stapling.conf

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,12 +99,53 @@ class Stack:
             for n in range(1, PROCESSES.get(service, 1) + 1):
                 wait_healthy(self.container(service, n), timeout=120)
 
+    def tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(self.tls / "tls.crt"))
+
     def https(self) -> httpx.Client:
         return httpx.Client(
             base_url=f"https://127.0.0.1:{self.https_port}",
-            verify=str(self.tls / "tls.crt"),
+            verify=self.tls_context(),
             timeout=15,
         )
+
+
+class Phones:
+    """OsmAnd requests through the edge from 4 threads until stopped; every outcome kept."""
+
+    def __init__(self, stack: Stack, device: dict[str, Any]) -> None:
+        self.stack, self.device = stack, device
+        self.ok = 0
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=self._run, args=(k,)) for k in range(4)]
+
+    def _run(self, k: int) -> None:
+        stamp = int(time.time()) - 86_400 + k * 10_000  # distinct fixes, all in the past
+        with self.stack.https() as client:
+            while not self.stop.is_set():
+                params = {"id": self.device["unique_id"], "token": self.device["credential"]}
+                params |= {"lat": "41.88", "lon": "-87.63", "timestamp": str(stamp)}
+                stamp += 1
+                try:
+                    r = client.get("/ingest/osmand", params=params)
+                    if r.status_code == 200:
+                        self.ok += 1
+                    else:
+                        self.failures.append(f"{r.status_code} {r.text[:100]}")
+                except httpx.HTTPError as exc:
+                    self.failures.append(repr(exc))
+                time.sleep(0.01)
+
+    def __enter__(self) -> Phones:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
 
 
 @pytest.fixture
@@ -202,3 +245,17 @@ def test_the_compose_stack_comes_up_healthy_and_serves_through_the_edge(
         return values == [1.0, 1.0]
 
     _until(api_targets_up, 60, "both api replicas scraped up")
+
+    # A rolling restart of the api replicas, one at a time, under load through the edge: the
+    # stopping replica drains, the edge sends new requests to the other, nothing is refused.
+    with Phones(stack, devices[0]) as phones:
+        time.sleep(2)
+        for n in (1, 2):
+            name = stack.container("api", n)
+            before = phones.ok
+            podman("stop", "-t", "30", name, timeout=60)
+            podman("start", name)
+            wait_healthy(name, timeout=60)
+            _until(lambda b=before: phones.ok > b + 20, 30, f"requests served after {name}")
+    assert phones.ok > 100
+    assert phones.failures == [], phones.failures[:5]

@@ -92,6 +92,35 @@ def test_tls_off_renders_one_plain_server(edge: Edge) -> None:
     assert len(list((edge.run_dir / "servers").iterdir())) == 2
 
 
+def test_the_upstream_is_resolved_at_start_by_default_or_again_and_again(edge: Edge) -> None:
+    assert render(edge)[0] == 0
+    text = rendered(edge)
+    assert "proxy_pass http://ctafleet_api;" in text
+    assert "resolver " not in text.replace("# OCSP", "")
+    code, output = render(
+        edge, CTAFLEET_EDGE_UPSTREAM_RESOLVE="dynamic", CTAFLEET_EDGE_RESOLVER="10.89.0.1"
+    )
+    assert code == 0, output
+    text = rendered(edge)
+    assert "resolver 10.89.0.1 valid=1s ipv6=off;" in text
+    assert f"set $ctafleet_upstream {edge.upstream};" in text
+    assert "proxy_pass http://$ctafleet_upstream;" in text
+    assert "proxy_pass http://ctafleet_api;" not in text
+    # Without a resolver named, the container's own DNS server (its /etc/resolv.conf).
+    code, output = render(edge, CTAFLEET_EDGE_UPSTREAM_RESOLVE="dynamic")
+    nameservers = [
+        line.split()[1]
+        for line in Path("/etc/resolv.conf").read_text().splitlines()
+        if line.startswith("nameserver") and "." in line
+    ]
+    if nameservers:
+        assert code == 0, output
+        assert f"resolver {nameservers[0]} valid=5s" in rendered(edge)
+    else:
+        assert code == 2
+        assert "no IPv4 nameserver in /etc/resolv.conf" in output
+
+
 def test_tls_on_without_a_certificate_is_refused(edge: Edge) -> None:
     (edge.tls_dir / "tls.key").unlink()
     code, output = render(edge)
@@ -123,6 +152,9 @@ def test_a_certificate_nginx_cannot_load_is_refused(edge: Edge) -> None:
         ("CTAFLEET_HTTP__MAX_BODY_BYTES", "999999999", "must be bytes from 1024 to 104857600"),
         ("CTAFLEET_EDGE_WORKERS", "0", "must be auto or a number"),
         ("CTAFLEET_EDGE_OCSP_STAPLING", "on", "needs CTAFLEET_EDGE_RESOLVER"),
+        ("CTAFLEET_EDGE_UPSTREAM_RESOLVE", "always", "must be start or dynamic"),
+        ("CTAFLEET_EDGE_RESOLVER", "dns.example.org", "is not an IP address[:port]"),
+        ("CTAFLEET_TELEMETRY__BATCH_MAX_BODY_BYTES", "8m", "must be bytes from 1024"),
     ],
 )
 def test_bad_values_are_refused(edge: Edge, variable: str, value: str, message: str) -> None:

@@ -601,7 +601,16 @@ def nginx_locations(entry: Path = NGINX_TEMPLATES / "servers" / "plain.conf") ->
         text = path.read_text()
         found.update(re.findall(r"location\s*=\s*(\S+)\s*\{", text))
         for inc in re.findall(r"^\s*include\s+(\S+);", text, re.M):
-            walk(NGINX_TEMPLATES / inc)
+            target = NGINX_TEMPLATES / inc
+            if target.exists():
+                walk(target)
+                continue
+            # Rendered by the entrypoint from one of optional/'s variants: follow each of them.
+            stem = Path(inc).stem
+            variants = sorted((NGINX_TEMPLATES / "optional").glob(f"{stem}*.conf"))
+            assert variants, f"{path.name} includes {inc}, which no template renders"
+            for variant in variants:
+                walk(variant)
 
     walk(entry)
     return found
