@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from pyrage import x25519
 
 from tests.kit.net import free_port
 from tests.kit.podman import (
@@ -73,6 +74,7 @@ class Stack:
             "CTAFLEET_SECRETS_DIR": str(tmp / "secrets"),
             "CTAFLEET_TLS_DIR": str(tmp / "tls"),
             "CTAFLEET_ACME_DIR": str(tmp / "acme"),
+            "CTAFLEET_BACKUP__AGE_RECIPIENT": str(x25519.Identity.generate().to_public()),
         }
         self.tls = tmp / "tls"
 
@@ -259,3 +261,14 @@ def test_the_compose_stack_comes_up_healthy_and_serves_through_the_edge(
             _until(lambda b=before: phones.ok > b + 20, 30, f"requests served after {name}")
     assert phones.ok > 100
     assert phones.failures == [], phones.failures[:5]
+
+    # The backup job (profile jobs), as its daily timer runs it: encrypted to the age key.
+    stack.compose("--profile", "jobs", "up", "-d", "--no-deps", "backup")
+    backup = stack.container("backup")
+    code = podman("wait", backup, timeout=240).stdout.strip()
+    assert code == "0", podman("logs", backup, check=False).stderr[-2000:]
+    listing = podman(
+        "run", "--rm", "--entrypoint", "sh", "-v", f"{stack.project}_backups:/b:ro",
+        stack.env["CTAFLEET_APP_IMAGE"], "-c", "find /b -type f -size +0",
+    ).stdout.split()  # fmt: skip
+    assert any(name.endswith(".age") for name in listing), listing

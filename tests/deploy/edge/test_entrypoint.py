@@ -115,7 +115,7 @@ def test_the_upstream_is_resolved_at_start_by_default_or_again_and_again(edge: E
     ]
     if nameservers:
         assert code == 0, output
-        assert f"resolver {nameservers[0]} valid=5s" in rendered(edge)
+        assert f"resolver {nameservers[0]} valid=1s" in rendered(edge)
     else:
         assert code == 2
         assert "no IPv4 nameserver in /etc/resolv.conf" in output

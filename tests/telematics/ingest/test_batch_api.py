@@ -324,6 +324,7 @@ async def test_a_full_batch_is_larger_than_other_bodies_and_is_taken(
     r = await api.client.post(URL, content=body, headers=headers)
     assert r.status_code == 202, r.text[:300]
     assert r.json()["accepted"] == len(points), r.json()["rejected"][:2]
+    assert await drain(api) == len(points)  # stored (and the shared queue left empty)
     # The same bytes to another route are refused at the edge of the app.
     r = await api.client.post("/api/v1/vehicles", content=body, headers=tenant.headers("admin"))
     assert r.status_code == 413
