@@ -15,26 +15,10 @@ TOOLS=(podman buildah runc mmdebstrap newuidmap catatonit /usr/lib/podman/aardva
 PACKAGES=(podman buildah runc mmdebstrap uidmap aardvark-dns catatonit)
 COMPOSE_PINS="podman-compose==1.6.0"
 
+source "$(dirname "${BASH_SOURCE[0]}")/lib/apt.sh"
+apt_install_missing "container tools" "${TOOLS[@]}" -- "${PACKAGES[@]}"
 SUDO=()
-if [ "$(id -u)" -ne 0 ]; then
-  command -v sudo >/dev/null 2>&1 || { echo "run as root or install sudo" >&2; exit 1; }
-  SUDO=(sudo)
-fi
-
-missing=()
-for tool in "${TOOLS[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  echo "missing: ${missing[*]}; installing ${PACKAGES[*]}"
-  command -v apt-get >/dev/null 2>&1 || { echo "apt-get not found: install ${PACKAGES[*]} by hand" >&2; exit 1; }
-  "${SUDO[@]}" apt-get update -qq
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
-    apt-get install -y -qq --no-install-recommends "${PACKAGES[@]}" >/dev/null
-  for tool in "${TOOLS[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || { echo "$tool still missing after install" >&2; exit 1; }
-  done
-fi
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo)
 
 # podman-compose from PyPI (Debian's is older); its own venv so it never meets the app's pins.
 venv="$CACHE/venvs/compose"

@@ -16,31 +16,16 @@ import time
 import tomllib
 import uuid
 
-import asyncpg
 import httpx
 
 from tests.deploy.docker.conftest import AppContainers, wait_ready
 from tests.kit.podman import PODMAN_TESTS, ROOT, healthy, inspect, podman, wait_healthy
+from tests.kit.positions import fix_times
 from tests.kit.tools import tool
 
 pytestmark = PODMAN_TESTS
 
 PASSWORD = "Container-Check-Horse-42"
-
-
-async def _stored_positions(url: str, unique_id: str) -> int:
-    """As the owner: row-level security hides every row from a role with no tenant set."""
-    conn = await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id "
-                "WHERE d.unique_id = $1",
-                unique_id,
-            )
-        )
-    finally:
-        await conn.close()
 
 
 async def test_the_image_serves_hardened_against_postgresql(
@@ -83,7 +68,7 @@ async def test_the_image_serves_hardened_against_postgresql(
         assert r.status_code == 401
 
     deadline = time.monotonic() + 20
-    while await _stored_positions(containers.env["CTAFLEET_DATABASE__ADMIN_URL"], unique_id) < 1:
+    while not await fix_times(containers.env["CTAFLEET_DATABASE__ADMIN_URL"], unique_id):
         assert time.monotonic() < deadline, "the OsmAnd position never reached the database"
         await asyncio.sleep(0.2)
 

@@ -14,37 +14,20 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 
 from tests.deploy.docker.conftest import AppContainers, wait_ready
 from tests.kit.podman import PODMAN_TESTS, inspect, podman
+from tests.kit.positions import fix_times
 
 pytestmark = PODMAN_TESTS
 PASSWORD = "Drain-Check-Horse-42"
 
 
-def _dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg", "postgresql")
-
-
-async def _fix_times(owner_url: str, unique_id: str) -> list[datetime]:
-    conn = await asyncpg.connect(_dsn(owner_url))
-    try:
-        rows = await conn.fetch(
-            "SELECT p.fix_time FROM positions p JOIN devices d ON d.id = p.device_id "
-            "WHERE d.unique_id = $1",
-            unique_id,
-        )
-        return [r["fix_time"] for r in rows]
-    finally:
-        await conn.close()
-
-
 async def _wait_stored(owner_url: str, unique_id: str, count: int, within: float = 60) -> None:
     deadline = time.monotonic() + within
-    while len(await _fix_times(owner_url, unique_id)) < count:
+    while len(await fix_times(owner_url, unique_id)) < count:
         assert time.monotonic() < deadline, f"fewer than {count} positions stored in {within} s"
         await asyncio.sleep(0.3)
 
@@ -162,7 +145,7 @@ async def test_sigterm_to_the_api_finishes_the_request_in_flight_and_loses_no_po
     assert not [s for s in phones.statuses if s >= 500], phones.statuses
     acked = {*phones.acked, slow_stamp}
     await _wait_stored(owner, device["unique_id"], len(acked))
-    stored = [int(t.timestamp()) for t in await _fix_times(owner, device["unique_id"])]
+    stored = [int(t.timestamp()) for t in await fix_times(owner, device["unique_id"])]
     assert len(stored) == len(set(stored))
     assert acked <= set(stored)
     # Failed attempts are only connections the closed listener refused or reset, never a
@@ -212,10 +195,10 @@ async def test_sigterm_to_the_worker_commits_its_batch_and_leaves_the_rest_queue
     await _wait_stored(owner, device["unique_id"], 1)
     podman("stop", "-t", "30", first, timeout=60)
     assert inspect(first, "container")["State"]["ExitCode"] == 0
-    after_stop = len(await _fix_times(owner, device["unique_id"]))
+    after_stop = len(await fix_times(owner, device["unique_id"]))
     assert 0 < after_stop < total, "stop the worker in the middle of the queue"
 
     containers.start("worker")
     await _wait_stored(owner, device["unique_id"], total)
-    stored = await _fix_times(owner, device["unique_id"])
+    stored = await fix_times(owner, device["unique_id"])
     assert len(stored) == len(set(stored)) == total

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import pytest
 import yaml
@@ -31,6 +30,7 @@ from tests.kit.app import PgDatabase
 from tests.kit.k8s import Doc, one, render, secret_from_template
 from tests.kit.kube_play import Played, adapt
 from tests.kit.podman import PODMAN, build_images, inspect, podman
+from tests.kit.positions import fix_times
 from tests.kit.tools import tool
 
 PASSWORD = "Kube-Play-Check-Horse-42"
@@ -231,21 +231,6 @@ def assert_locked_down(container: str) -> None:
     ], out
 
 
-async def _stored_positions(owner_url: str, unique_id: str) -> int:
-    """As the owner: row-level security hides every row from a role with no tenant set."""
-    conn = await asyncpg.connect(owner_url.replace("postgresql+asyncpg", "postgresql"))
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT count(*) FROM positions p JOIN devices d ON d.id = p.device_id "
-                "WHERE d.unique_id = $1",
-                unique_id,
-            )
-        )
-    finally:
-        await conn.close()
-
-
 def _batches_committed(metrics: str) -> float:
     found = re.search(r"^ctafleet_ingest_batch_size_count (\S+)$", metrics, re.M)
     return float(found.group(1)) if found else 0.0
@@ -299,7 +284,7 @@ def test_the_release_migrates_serves_and_drains_under_kube_play(
 
     # The api only queues (in_process_worker false, Redis set): the worker pod writes it.
     deadline = time.monotonic() + 30
-    while asyncio.run(_stored_positions(release.db.owner_url, unique_id)) < 1:
+    while not asyncio.run(fix_times(release.db.owner_url, unique_id)):
         assert time.monotonic() < deadline, f"never stored; worker:\n{_logs(worker)}"
         time.sleep(0.2)
     metrics = httpx.get(f"http://127.0.0.1:{app.ports['worker/metrics']}/metrics", timeout=5)
