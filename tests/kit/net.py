@@ -14,6 +14,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_listen_port() -> int:
+    """A free port below the kernel's ephemeral range (32768 and up), for a server that binds
+    long after the port was chosen: ephemeral ports are also every client connection's local
+    port, so another test's connection can take one in between."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port in 20000-32000")
+
+
 def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -27,7 +27,7 @@ import httpx
 import pytest
 from pyrage import x25519
 
-from tests.kit.net import free_port
+from tests.kit.net import free_listen_port
 from tests.kit.podman import (
     PODMAN_TESTS,
     ROOT,
@@ -52,8 +52,9 @@ FRONT = ["edge", "prometheus", "alertmanager"]
 class Stack:
     def __init__(self, tmp: Path) -> None:
         self.project = f"ctafleet-test-{uuid.uuid4().hex[:6]}"
-        self.http_port, self.https_port = free_port(), free_port()
-        self.mqtt_port, self.prometheus_port = free_port(), free_port()
+        # Bound a minute later, by containers: outside the range client connections draw from.
+        self.http_port, self.https_port = free_listen_port(), free_listen_port()
+        self.mqtt_port, self.prometheus_port = free_listen_port(), free_listen_port()
         images = build_images("app", "edge", "postgres", "redis", "mosquitto", "prometheus")
         self.env = {
             **os.environ,
