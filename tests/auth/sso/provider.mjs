@@ -1,13 +1,15 @@
 // A real OpenID Connect provider for the single sign-on tests (node's `oidc-provider`, on
 // loopback). Started by tests/auth/sso/provider.py with a JSON configuration file:
-//   {"clients": [{client_id, client_secret, redirect_uris}], "accounts": {login: {claims}}}
+//   {"clients": [{client_id, client_secret, redirect_uris}], "accounts": {login: {claims}},
+//    "signing_key": private JWK, "stranger_key": private JWK (signs the tampered tokens)}
 // It prints one JSON line {"issuer": ...} once it listens, then serves until killed.
 //
 // The interaction (login and consent pages) completes at once for the account named by the
 // authorization request's `login_hint`: the tests drive the browser's redirects themselves.
 // Test controls, beside the provider's own routes (loopback only, no authentication):
 //   PUT  /__test/accounts/{login}  {claims}: adds or changes an account
-//   POST /__test/rotate            new signing key; the old one leaves the JWKS
+//   POST /__test/rotate {"key"}    this new signing key (a private JWK); the old one
+//                                  leaves the JWKS
 //   POST /__test/tamper {"mode"}   the next token response carries an altered ID token:
 //                                  bad-signature, unknown-kid, claims (with "claims": {...})
 //   GET  /__test/stats             {"jwks_requests": n, "token_requests": n}
@@ -22,13 +24,10 @@ const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
 const stats = { jwks_requests: 0, token_requests: 0 };
 let tamper = null;
 
-function newKey() {
-  const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const jwk = privateKey.export({ format: 'jwk' });
-  return { ...jwk, kid: crypto.randomUUID(), alg: 'RS256', use: 'sig' };
-}
-
-let signingKey = newKey();
+// The keys come from the harness: Node 20 can deadlock when a key object made by
+// generateKeyPairSync is exported as a JWK while the garbage collector frees its key
+// generation job (both take the key's mutex), and hung about one start in thirty here.
+let signingKey = config.signing_key;
 const server = http.createServer();
 await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
@@ -95,7 +94,7 @@ async function altered(idToken, change) {
   let key = crypto.createPrivateKey({ key: signingKey, format: 'jwk' });
   let kid = b64json(header).kid;
   if (change.mode === 'bad-signature' || change.mode === 'unknown-kid') {
-    key = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+    key = crypto.createPrivateKey({ key: config.stranger_key, format: 'jwk' });
   }
   if (change.mode === 'unknown-kid') kid = crypto.randomUUID();
   return new jose.SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid, typ: 'JWT' }).sign(key);
@@ -138,7 +137,7 @@ server.on('request', async (req, res) => {
   try {
     const path = new URL(req.url, issuer).pathname;
     if (path === '/__test/rotate' && req.method === 'POST') {
-      signingKey = newKey();
+      signingKey = (await readJson(req)).key;
       provider = makeProvider();
       return reply(res, 200, { kid: signingKey.kid });
     }

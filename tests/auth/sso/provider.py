@@ -7,19 +7,32 @@ import json
 import select
 import shutil
 import subprocess
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
+from cryptography.hazmat.primitives.asymmetric import rsa
+from jwt.algorithms import RSAAlgorithm
 
 from tests.conftest import service_unavailable
 
 ROOT = Path(__file__).resolve().parents[3]
 MODULES = ROOT / ".tools" / "oidc-provider" / "node_modules"
 SCRIPT = Path(__file__).with_name("provider.mjs")
-START_TIMEOUT_S = 20.0
+START_TIMEOUT_S = 30.0
+
+
+def signing_jwk() -> dict[str, Any]:
+    """A new RSA signing key as a private JWK with its own kid (made here, not in node: see
+    provider.mjs)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(key))
+    jwk.pop("key_ops", None)  # "use" says it, as the provider publishes it
+    return {**jwk, "kid": str(uuid.uuid4()), "alg": "RS256", "use": "sig"}
 
 
 @dataclass
@@ -44,7 +57,7 @@ class Provider:
         return login
 
     def rotate_key(self) -> str:
-        return str(self._post("/__test/rotate", {})["kid"])
+        return str(self._post("/__test/rotate", {"key": signing_jwk()})["kid"])
 
     def tamper_next_token(self, mode: str = "claims", **claims: Any) -> None:
         """The next token response carries an ID token altered this way."""
@@ -127,6 +140,8 @@ def start_provider(
                     for c in clients
                 ],
                 "accounts": accounts or {},
+                "signing_key": signing_jwk(),
+                "stranger_key": signing_jwk(),
             }
         )
     )
@@ -139,12 +154,19 @@ def start_provider(
     )
     assert process.stdout is not None
     # The script prints one line once it listens.
+    started = time.monotonic()
     ready, _, _ = select.select([process.stdout], [], [], START_TIMEOUT_S)
     line = process.stdout.readline() if ready else ""
     if not line:
+        exited = process.poll()
         process.kill()
         process.wait()
+        how = (
+            f"exited with {exited}"
+            if exited is not None
+            else f"printed nothing in {time.monotonic() - started:.0f} s"
+        )
         raise RuntimeError(
-            f"the OpenID provider did not start: {(workdir / 'provider.log').read_text()}"
+            f"the OpenID provider did not start ({how}): {(workdir / 'provider.log').read_text()}"
         )
     return Provider(process, json.loads(line)["issuer"], workdir)
