@@ -324,6 +324,42 @@ def test_an_unreadable_setting_file_is_a_clear_error(
     assert "Traceback" not in result.output
 
 
+def test_settings_come_from_the_files_of_a_secrets_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A Kubernetes Secret mounted as a volume: one file per key, each key a variable's name,
+    each file a symbolic link into the volume's current data directory."""
+    data = tmp_path / "secrets" / "..data"
+    data.mkdir(parents=True)
+    (data / "CTAFLEET_AUTH__SECRET_KEY").write_text(GOOD_KEY)
+    (data / "CTAFLEET_DATABASE__URL").write_text(PG_URL + "\n")
+    for name in ("CTAFLEET_AUTH__SECRET_KEY", "CTAFLEET_DATABASE__URL"):
+        (tmp_path / "secrets" / name).symlink_to(Path("..data") / name)
+    monkeypatch.setenv("CTAFLEET_ENVIRONMENT", "production")
+    monkeypatch.setenv("CTAFLEET_SECRETS_DIR", str(tmp_path / "secrets"))
+    settings = load_settings()
+    assert settings.auth.secret_key.get_secret_value() == GOOD_KEY
+    assert settings.database_url == PG_URL
+
+
+@pytest.mark.parametrize("other", ["env", "file"])
+def test_a_secrets_directory_file_and_another_source_are_refused(
+    other: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "CTAFLEET_AUTH__SECRET_KEY").write_text(GOOD_KEY)
+    monkeypatch.setenv("CTAFLEET_SECRETS_DIR", str(tmp_path))
+    if other == "env":
+        monkeypatch.setenv("CTAFLEET_AUTH__SECRET_KEY", GOOD_KEY)
+    else:
+        monkeypatch.setenv(
+            "CTAFLEET_AUTH__SECRET_KEY_FILE", str(tmp_path / "CTAFLEET_AUTH__SECRET_KEY")
+        )
+    result = CliRunner().invoke(cli, ["config", "check"])
+    assert result.exit_code == 2
+    assert "CTAFLEET_SECRETS_DIR/CTAFLEET_AUTH__SECRET_KEY are both set: keep one" in result.output
+    assert GOOD_KEY not in result.output
+
+
 def test_no_setting_name_is_another_settings_file_variable() -> None:
     """CTAFLEET_X_FILE names X's file: it must never also be a setting of its own."""
     names = {var for _group, var, _field, _default in iter_fields()}

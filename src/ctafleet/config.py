@@ -482,22 +482,39 @@ class SettingsFileError(ValueError):
     """A `CTAFLEET_…_FILE` variable that cannot be honoured."""
 
 
+SECRETS_DIR_VARIABLE = "CTAFLEET_SECRETS_DIR"
+
+
 def _file_value(variable: str) -> str | None:
-    path = os.environ.get(f"{variable}_FILE")
-    if not path:
+    """X's value from `CTAFLEET_X_FILE`, or from the file named X in `CTAFLEET_SECRETS_DIR`
+    (a Kubernetes Secret mounted as a volume: one file per key); None when neither is there.
+    Two sources for one setting are refused rather than ranked."""
+    sources: dict[str, str | None] = {}  # how it is set -> the file, None for the environment
+    if path := os.environ.get(f"{variable}_FILE"):
+        sources[f"{variable}_FILE"] = path
+    directory = os.environ.get(SECRETS_DIR_VARIABLE)
+    if directory and (Path(directory) / variable).exists():
+        sources[f"{SECRETS_DIR_VARIABLE}/{variable}"] = str(Path(directory) / variable)
+    if not sources:
         return None
     if variable in os.environ:
-        raise SettingsFileError(f"{variable} and {variable}_FILE are both set: keep one")
+        sources = {variable: None, **sources}
+    if len(sources) > 1:
+        both = "both" if len(sources) == 2 else "all"
+        raise SettingsFileError(f"{' and '.join(sources)} are {both} set: keep one")
+    ((source, path),) = sources.items()
+    assert path is not None
     try:
         text = Path(path).read_text()
     except OSError as exc:
-        raise SettingsFileError(f"{variable}_FILE: cannot read {path}: {exc.strerror}") from None
+        raise SettingsFileError(f"{source}: cannot read {path}: {exc.strerror}") from None
     return text.rstrip("\r\n")  # the newline an editor or `echo` leaves is not the secret's
 
 
 class FileVariables(PydanticBaseSettingsSource):
-    """`CTAFLEET_X_FILE=/path` sets X to that file's content: how Docker and Kubernetes hand
-    secrets to a process (a mounted file) without putting them in its environment."""
+    """`CTAFLEET_X_FILE=/path`, or a file named `CTAFLEET_X` in `CTAFLEET_SECRETS_DIR`, sets X
+    to that file's content: how Docker and Kubernetes hand secrets to a process (a mounted
+    file) without putting them in its environment."""
 
     def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
         return None, field_name, False  # every value comes from __call__
@@ -522,7 +539,7 @@ class FileVariables(PydanticBaseSettingsSource):
         try:
             return json.loads(text)  # lists and objects, as in the environment
         except ValueError as exc:
-            raise SettingsFileError(f"{variable}_FILE: not JSON: {exc}") from None
+            raise SettingsFileError(f"{variable} from a file: not JSON: {exc}") from None
 
 
 class Settings(BaseSettings):

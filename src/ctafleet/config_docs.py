@@ -69,8 +69,11 @@ def render_markdown() -> str:
         "",
         "Any setting can come from a file instead: `CTAFLEET_X_FILE=/run/secrets/x` sets "
         "`CTAFLEET_X` to the file's content (one trailing newline dropped), which is how compose "
-        "and Kubernetes secrets reach the processes without entering their environment. Setting "
-        "both `CTAFLEET_X` and `CTAFLEET_X_FILE` is refused.",
+        "and Kubernetes secrets reach the processes without entering their environment. "
+        "`CTAFLEET_SECRETS_DIR=/run/secrets/ctafleet` reads every setting that has a file named "
+        "after its variable there (`CTAFLEET_AUTH__SECRET_KEY`), which is what a Kubernetes "
+        "Secret mounted as a volume holds. Setting one value two ways (`CTAFLEET_X`, "
+        "`CTAFLEET_X_FILE`, the directory's file) is refused.",
         "",
         "In `production`, start-up refuses: a missing, default or short (< 32 bytes) "
         "`CTAFLEET_AUTH__SECRET_KEY`, `CTAFLEET_DEBUG=true`, wildcard CORS with credentials, and "

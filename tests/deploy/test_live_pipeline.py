@@ -23,16 +23,9 @@ from pathlib import Path
 import pytest
 import redis as sync_redis
 
-from tests.deploy.live import (
-    CTAFLEET,
-    MONITORING,
-    ApiProcess,
-    Prometheus,
-    free_port,
-    http,
-    wait_for,
-)
+from tests.deploy.live import CTAFLEET, MONITORING, ApiProcess, Prometheus, http, wait_for
 from tests.deploy.test_live_prometheus import prometheus_binary  # noqa: F401 - a fixture
+from tests.kit.net import free_port
 
 RULES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))
 WORKER_DOWN = "CTAFleetWorkerDown"

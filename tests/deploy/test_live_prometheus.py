@@ -20,7 +20,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.conftest import service_unavailable
-from tests.deploy.live import MONITORING, ROOT, ApiProcess, Prometheus, free_port, http, wait_for
+from tests.deploy.live import MONITORING, ROOT, ApiProcess, Prometheus, http, wait_for
+from tests.kit.net import free_port
 
 PASSWORD = "Live-Test-Password-42!"
 RULES = sorted((MONITORING / "prometheus" / "rules").glob("*.yml"))

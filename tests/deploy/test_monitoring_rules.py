@@ -13,7 +13,6 @@ import datetime as dt
 import json
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -29,6 +28,7 @@ from ctafleet.observability import metrics
 from ctafleet.ops import metrics as ops_metrics
 from ctafleet.ops.certs import metrics as certs_metrics
 from tests.conftest import service_unavailable
+from tests.kit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
@@ -486,12 +486,6 @@ def test_every_severity_has_a_route() -> None:
         for slack in receiver.get("slack_configs", []):
             assert "api_url" not in slack
             assert slack["api_url_file"].startswith("/")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def http_json(method: str, url: str, body: Any = None) -> Any:

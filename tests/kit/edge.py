@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.kit.net import free_port, wait_listening
+from tests.kit.net import free_port, stop_process, wait_listening
 from tests.kit.tools import tool
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -304,13 +304,7 @@ class Edge:
         return self.stderr_path.read_text(errors="replace") if self.stderr_path else ""
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         self.proc = None
 
     def remove(self) -> None:

@@ -4,14 +4,16 @@ The manifests stay as a cluster wants them; `adapt` writes a changed copy. Each 
 commented where it is made, and is one of two kinds:
 
 * podman 4.3.1's gaps, each found by playing the rendered objects (docs/kubernetes.md, "Proof
-  on one machine"): a Secret in the played file is unreadable (so it is created first with
-  `podman secret create`); a Job is not a kind it plays (its pod template is played as a Pod);
-  annotation values are held to 63 characters (longer ones dropped); an emptyDir is a named
-  volume shared by every pod that names it (each pod's gets its own name); httpGet probes run
-  `curl`, which the image lacks (rewritten to the image's `healthcheck URL`); exec probe
-  arguments are re-split on spaces (refused); readiness and startup probes are never run
-  (dropped, or the readiness probe played as the healthcheck); a registry image would be
-  pulled (the local one, never pulled); on the host network a containerPort is refused.
+  on one machine"): a Secret in the played file is unreadable and a secret volume crashes it
+  (each Secret is played as a ConfigMap of the same keys, mounted as a configMap volume, which
+  `kube down` leaves behind: `Played.volumes`); a Job is not a kind it plays (its pod template
+  is played as a Pod); annotation values are held to 63 characters (longer ones dropped); an
+  emptyDir is a named volume shared by every pod that names it (each pod's gets its own name);
+  httpGet probes run `curl`, which the image lacks (rewritten to the image's `healthcheck
+  URL`); exec probe arguments are re-split on spaces (refused); readiness and startup probes
+  are never run (dropped, or the readiness probe played as the healthcheck); a registry image
+  would be pulled (the local one, never pulled); on the host network a containerPort is
+  refused.
 * this machine: PostgreSQL and Redis listen on 127.0.0.1 only, which a pod's own network
   namespace cannot reach, so with `host_network=True` the pods share the host's network and
   every listener moves to 127.0.0.1 and a free port; and the podman store is shared by
@@ -19,15 +21,13 @@ commented where it is made, and is one of two kinds:
   run's own.
 
     played = adapt([config, secret, job, api, worker], tmp, image=ref, suffix="kp1a2b3c4")
-    for name, path in played.secrets.items(): podman("secret", "create", name, str(path))
-    podman("kube", "play", str(played.path))      # later: kube down, secret rm
+    podman("kube", "play", str(played.path))      # later: kube down
 """
 
 from __future__ import annotations
 
 import base64
 import copy
-import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,8 +46,10 @@ class Played:
     """What `adapt` wrote and the names podman will give it."""
 
     path: Path  # the YAML for `podman kube play` / `podman kube down`
-    secrets: dict[str, Path] = field(default_factory=dict)  # name -> file for `secret create`
     pods: dict[str, str] = field(default_factory=dict)  # workload -> pod name
+    # podman 4.3.1 makes a configMap volume a named volume of the ConfigMap's name and leaves
+    # it behind at `kube down`: the caller removes these.
+    volumes: set[str] = field(default_factory=set)
     containers: dict[str, str] = field(default_factory=dict)  # "workload/container" -> name
     ports: dict[str, int] = field(default_factory=dict)  # "workload/port name" -> host port
 
@@ -62,7 +64,7 @@ def adapt(
     readiness_as_liveness: bool = False,
     port_for: Callable[[], int] = free_port,
 ) -> Played:
-    """Write OUT_DIR/play.yaml and one OUT_DIR/<secret>.secret.json per Secret."""
+    """Write OUT_DIR/play.yaml (mode 0600: it holds the Secrets' values)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     played = Played(out_dir / "play.yaml")
     docs = copy.deepcopy(list(rendered))
@@ -76,14 +78,19 @@ def adapt(
         kind, name = doc["kind"], doc["metadata"]["name"]
         if kind == "Secret":
             # podman 4.3.1 stores a Secret of the played file as YAML and reads it back as JSON
-            # ("not valid JSON"): it is created beforehand with `podman secret create`.
-            data = dict(doc.get("data") or {})
-            for key, value in (doc.get("stringData") or {}).items():
-                data[key] = base64.b64encode(value.encode()).decode()
-            path = out_dir / f"{renamed[name]}.secret.json"
-            path.write_text(json.dumps(data))
-            path.chmod(0o600)
-            played.secrets[renamed[name]] = path
+            # ("not valid JSON"), and panics on a secret volume (a nil secrets manager,
+            # pkg/specgen/generate/kube/volume.go:165): the Secret is played as a ConfigMap of
+            # its name and keys, which a secret volume then mounts as a configMap volume.
+            data = {k: base64.b64decode(v).decode() for k, v in (doc.get("data") or {}).items()}
+            data |= doc.get("stringData") or {}
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ConfigMap",
+                    "metadata": {"name": renamed[name], "labels": {"ctafleet.test/secret": name}},
+                    "data": data,
+                }
+            )
             continue
         if kind == "ConfigMap":
             objects.append(doc)
@@ -119,6 +126,15 @@ def adapt(
             spec["hostNetwork"] = True
         volumes = {}
         for volume in spec.get("volumes", []):
+            if "secret" in volume:
+                source = volume.pop("secret")
+                if source["secretName"] not in renamed:
+                    raise ValueError(f"{workload}: Secret {source['secretName']} is not played")
+                source["name"] = renamed[source.pop("secretName")]
+                volume["configMap"] = source  # see the Secret above
+                played.volumes.add(source["name"])
+            if "projected" in volume:
+                raise ValueError(f"{workload}: projected volumes are not handled")
             if "emptyDir" in volume:
                 # podman 4.3.1 makes an emptyDir a named volume called by the volume's name,
                 # shared by every pod that names it: each pod's own name goes in front.
@@ -133,10 +149,11 @@ def adapt(
                 played.ports |= {f"{workload}/{n}": p for n, p in ports.items()}
             for mount in container.get("volumeMounts", []):
                 mount["name"] = volumes.get(mount["name"], mount["name"])
-            for env in container.get("envFrom", []):
-                ref = env.get("secretRef")
-                if ref and ref["name"] in renamed:
-                    ref["name"] = renamed[ref["name"]]
+            if any("secretRef" in e for e in container.get("envFrom", [])) or any(
+                "secretKeyRef" in e.get("valueFrom", {}) for e in container.get("env", [])
+            ):
+                # The manifests mount Secrets as files (the structural checks hold them to it).
+                raise ValueError(f"{workload}: a Secret as environment variables is not handled")
             readiness = container.pop("readinessProbe", None)
             # podman 4.3.1 never runs readiness or startup probes: dropped, so the played file
             # shows what runs. With readiness_as_liveness the readiness probe becomes the
@@ -147,6 +164,7 @@ def adapt(
             if "livenessProbe" in container:
                 _exec_probe(container["livenessProbe"], ports)
         objects.append(doc)
+    played.path.touch(mode=0o600)  # it may hold a Secret's values
     played.path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
     return played
 

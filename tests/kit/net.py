@@ -6,6 +6,7 @@ import contextlib
 import socket
 import subprocess
 import time
+from typing import Any
 
 
 def free_port() -> int:
@@ -41,3 +42,15 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
             return
         time.sleep(0.05)
     raise AssertionError(f"nothing listening on 127.0.0.1:{port} after {timeout} s")
+
+
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if it is still running after `timeout`; reaped either way."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.live import CTAFLEET, ApiProcess, assert_owns_port, free_port, http, wait_for
+from tests.deploy.live import CTAFLEET, ApiProcess, assert_owns_port, http, wait_for
+from tests.kit.net import free_port
 
 
 def _healthz_count(exposition: str) -> float:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,6 +15,8 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from tests.kit.net import free_port
+
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -24,12 +25,6 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         keep = name.startswith("CTAFLEET_TEST_") or name == "CTAFLEET_REQUIRE_SERVICES"
         if name.startswith("CTAFLEET_") and not keep:
             monkeypatch.delenv(name)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- notification receivers --------------------------------------------------------

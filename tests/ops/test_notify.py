@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ctafleet.ops.notify import NotificationError, send_email, send_webhook
-from tests.ops.conftest import Mailbox, Webhook, free_port
+from tests.kit.net import free_port
+from tests.ops.conftest import Mailbox, Webhook
 
 # --- senders ------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from tests.conftest import service_unavailable
+from tests.kit.net import stop_process
 
 ROOT = Path(__file__).resolve().parents[3]
 MODULES = ROOT / ".tools" / "oidc-provider" / "node_modules"
@@ -98,12 +99,7 @@ class Provider:
 
     def stop(self) -> None:
         self.http.close()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process, timeout=5)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

@@ -17,7 +17,11 @@ from tests.kit.k8s import POD_KINDS, ROOT, Doc, pod_labels, pod_spec, select
 APP_IMAGE = "ctafleet.azurecr.io/ctafleet/app"
 EDGE_IMAGE = "ctafleet.azurecr.io/ctafleet/edge"
 # Variables set in app containers that are not settings, and why.
-ENV_NOT_SETTINGS = {"HOME": "pg_dump and age read their dotfiles under HOME"}
+ENV_NOT_SETTINGS = {
+    "HOME": "pg_dump and age read their dotfiles under HOME",
+    "CTAFLEET_SECRETS_DIR": "where the settings' files are (read before the model, config.py)",
+}
+SECRETS_DIR = "CTAFLEET_SECRETS_DIR"
 # Single-replica Deployments that replace their pod instead of rolling, and why.
 RECREATE = {"mqtt": "one MQTT session per client id: two bridges would push each other off"}
 PSS_VOLUMES = {
@@ -518,9 +522,9 @@ def env_problems(
     secret_keys: set[str],
     validate: Callable[[dict[str, str]], list[str]],
 ) -> list[str]:
-    """Every variable an app container gets (env, ConfigMaps and the Secret through envFrom)
-    is a setting of the model (or a listed exception), and the ConfigMap's values pass the
-    model's validation."""
+    """Every variable an app container gets (env, ConfigMaps, the Secret's files) is a setting
+    of the model (or a listed exception), the ConfigMap's values pass the model's validation,
+    and no Secret reaches a container as environment variables."""
     problems: list[str] = []
     configmaps = {c["metadata"]["name"]: c for c in select(docs, "ConfigMap")}
     checked: set[str] = set()
@@ -544,8 +548,42 @@ def env_problems(
                     checked.add(ref)
                     problems += [f"ConfigMap {ref}: {p}" for p in validate(cm.get("data", {}))]
             elif "secretRef" in source:
-                for var in sorted(secret_keys - settings):
-                    problems.append(f"{where}: the Secret template's {var} is not a setting")
+                problems.append(
+                    f"{where}: Secret {source['secretRef']['name']} as environment variables; "
+                    f"mount it and set {SECRETS_DIR}"
+                )
+        for item in c.get("env", []):
+            if "secretKeyRef" in item.get("valueFrom", {}):
+                problems.append(f"{where}: {item['name']} from a Secret as an environment variable")
+        problems += _secret_files_problems(doc, c, where, settings, secret_keys)
+    return problems
+
+
+def _secret_files_problems(
+    doc: Doc, c: dict[str, Any], where: str, settings: set[str], secret_keys: set[str]
+) -> list[str]:
+    """CTAFLEET_SECRETS_DIR names a read-only mount of a Secret (or a projection of Secrets)
+    whose file names are settings' variables: a file named otherwise is silently unread."""
+    directory = next((e.get("value") for e in c.get("env", []) if e["name"] == SECRETS_DIR), None)
+    if directory is None:
+        return []
+    mount = next((m for m in c.get("volumeMounts", []) if m["mountPath"] == directory), None)
+    volumes = {v["name"]: v for v in pod_spec(doc).get("volumes", [])}
+    volume = volumes.get(mount["name"]) if mount else None
+    if mount is None or volume is None:
+        return [f"{where}: {SECRETS_DIR} {directory} is not a mounted Secret"]
+    problems = [] if mount.get("readOnly") else [f"{where}: {directory} is mounted writable"]
+    if "secret" in volume:
+        sources = [{"secret": {"name": volume["secret"]["secretName"], **volume["secret"]}}]
+    else:
+        sources = volume.get("projected", {}).get("sources", [])
+    if not sources or any(set(source) != {"secret"} for source in sources):
+        return [*problems, f"{where}: {SECRETS_DIR} {directory} is not a mounted Secret"]
+    for source in sources:
+        items = source["secret"].get("items")
+        files = {i["path"] for i in items} if items else secret_keys  # the template's keys
+        for var in sorted(files - settings):
+            problems.append(f"{where}: the Secret's file {var} is not a setting")
     return problems
 
 

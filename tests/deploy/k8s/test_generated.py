@@ -64,12 +64,11 @@ def test_the_documented_secret_step_builds_the_secret_the_pods_read(tmp_path: Pa
     assert secret["metadata"]["name"] == "ctafleet-secrets"
     assert set(secret["data"]) == set(required)
     refs = {
-        s["secretRef"]["name"]
+        v["secret"]["secretName"]
         for d in render("production")
         if d["kind"] in ("Deployment", "Job")
-        for c in pod_spec(d)["containers"]
-        for s in c.get("envFrom", [])
-        if "secretRef" in s
+        for v in pod_spec(d).get("volumes", [])
+        if "secret" in v
     }
     assert refs == {"ctafleet-secrets"}
     with pytest.raises(ValueError, match="missing"):

@@ -11,7 +11,7 @@ adapted and what stays unproven."""
 from __future__ import annotations
 
 import asyncio
-import json
+import base64
 import re
 import secrets
 import subprocess
@@ -93,26 +93,21 @@ def _release(db: PgDatabase, redis_url: str, queue_prefix: str, tmp: Path) -> Re
 
 @dataclass
 class KubePlay:
-    """Plays adapted files in order; `down` removes every pod, volume and secret it made."""
+    """Plays adapted files in order; `down` removes every pod and volume it made."""
 
     suffix: str
     plays: list[Played] = field(default_factory=list)
-    secrets: set[str] = field(default_factory=set)
 
     def play(self, played: Played) -> None:
         self.plays.append(played)
-        for name, path in played.secrets.items():
-            if name not in self.secrets:
-                self.secrets.add(name)
-                podman("secret", "create", name, str(path))
         podman("kube", "play", "--quiet", str(played.path), timeout=180)
 
     def down(self) -> None:
         """Always safe: a play that never started, or was already taken down, is skipped."""
         for played in reversed(self.plays):
             podman("kube", "down", str(played.path), check=False, timeout=120)
-        for name in sorted(self.secrets):
-            podman("secret", "rm", name, check=False)
+        for volume in sorted({v for played in self.plays for v in played.volumes}):
+            podman("volume", "rm", "--force", volume, check=False)
 
     def leftovers(self) -> list[str]:
         """What of this run podman still holds: containers (the pods' infra ones are named by
@@ -231,6 +226,22 @@ def assert_locked_down(container: str) -> None:
     ], out
 
 
+def assert_secrets_are_files(container: str, secret: Doc) -> None:
+    """The Secret reached the process as the files CTAFLEET_SECRETS_DIR names, read-only, and
+    none of its values is in the container's environment."""
+    values = {k: base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    env = inspect(container, "container")["Config"]["Env"]
+    assert "CTAFLEET_SECRETS_DIR=/run/secrets/ctafleet" in env
+    leaked = [k for k, v in values.items() if any(v in e for e in env)]
+    assert leaked == [], f"{container}: in the environment: {leaked}"
+    listing = podman("exec", container, "ls", "/run/secrets/ctafleet").stdout.split()
+    assert sorted(listing) == sorted(values)
+    out = podman(
+        "exec", container, "sh", "-c", "touch /run/secrets/ctafleet/x 2>&1", check=False
+    ).stdout
+    assert "Read-only file system" in out, out
+
+
 def _batches_committed(metrics: str) -> float:
     found = re.search(r"^ctafleet_ingest_batch_size_count (\S+)$", metrics, re.M)
     return float(found.group(1)) if found else 0.0
@@ -292,6 +303,7 @@ def test_the_release_migrates_serves_and_drains_under_kube_play(
 
     for container, workload in ((api, release.api), (worker, release.worker)):
         assert_locked_down(container)
+        assert_secrets_are_files(container, release.secret)
         # The memory limit as rendered ("512Mi", "768Mi") is the container's cgroup limit.
         limit = workload["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]
         assert limit["memory"].endswith("Mi")
@@ -356,7 +368,7 @@ def test_the_adapter_changes_only_what_podman_needs(tmp_path: Path) -> None:
     played = adapt(
         [*rendered, secret], tmp_path, image="localhost/x:y", suffix="s1", host_network=True
     )
-    api, pod = yaml.safe_load_all(played.path.read_text())
+    api, pod, secret_map = yaml.safe_load_all(played.path.read_text())
     port = played.ports["api/http"]
     c = "spec.template.spec.containers[0]"
     assert sorted(_diff(rendered[0], api)) == sorted(
@@ -365,7 +377,6 @@ def test_the_adapter_changes_only_what_podman_needs(tmp_path: Path) -> None:
             "metadata.name",
             f"{c}.args[2]",
             f"{c}.args[4]",
-            f"{c}.envFrom[1].secretRef.name",
             f"{c}.image",
             f"{c}.imagePullPolicy",
             f"{c}.livenessProbe.exec",
@@ -376,10 +387,16 @@ def test_the_adapter_changes_only_what_podman_needs(tmp_path: Path) -> None:
             f"{c}.volumeMounts[0].name",
             f"{c}.volumeMounts[1].name",
             "spec.template.spec.hostNetwork",
-            "spec.template.spec.volumes[0].name",
+            "spec.template.spec.volumes[0].configMap",
+            "spec.template.spec.volumes[0].secret",
             "spec.template.spec.volumes[1].name",
+            "spec.template.spec.volumes[2].name",
         ]
     )
+    assert api["spec"]["template"]["spec"]["volumes"][0]["configMap"] == {
+        "name": "ctafleet-secrets-s1",
+        "defaultMode": 0o440,
+    }
     container = api["spec"]["template"]["spec"]["containers"][0]
     assert container["args"][1:5] == ["--host", "127.0.0.1", "--port", str(port)]
     assert container["livenessProbe"]["exec"]["command"] == [
@@ -392,19 +409,25 @@ def test_the_adapter_changes_only_what_podman_needs(tmp_path: Path) -> None:
     assert (pod["kind"], pod["metadata"]["name"]) == ("Pod", "ctafleet-migrate-s1")
     assert pod["metadata"]["labels"] == template["metadata"]["labels"]
     assert sorted(_diff(template["spec"], pod["spec"])) == [
-        "containers[0].envFrom[1].secretRef.name",
         "containers[0].image",
         "containers[0].imagePullPolicy",
         "containers[0].volumeMounts[0].name",
         "containers[0].volumeMounts[1].name",
         "hostNetwork",
-        "volumes[0].name",
+        "volumes[0].configMap",
+        "volumes[0].secret",
         "volumes[1].name",
+        "volumes[2].name",
     ]
     assert pod["spec"]["restartPolicy"] == "Never"
-    assert pod["spec"]["containers"][0]["envFrom"][1]["secretRef"]["name"] == "ctafleet-secrets-s1"
-    # The Secret is not in the played file but in podman's format for `secret create`.
-    assert json.loads(played.secrets["ctafleet-secrets-s1"].read_text()) == {"K": "diB3"}
+    # The Secret is played as a ConfigMap of its keys, in a file only its owner reads.
+    assert (secret_map["kind"], secret_map["metadata"]["name"]) == (
+        "ConfigMap",
+        "ctafleet-secrets-s1",
+    )
+    assert secret_map["data"] == {"K": "v w"}
+    assert played.path.stat().st_mode & 0o777 == 0o600
+    assert played.volumes == {"ctafleet-secrets-s1"}
 
 
 def _diff(a: object, b: object, path: str = "") -> Iterator[str]:

@@ -240,6 +240,33 @@ BROKEN: dict[str, tuple[Callable[[list[Doc]], Any], str]] = {
         ),
         "Deployment api container api: CTAFLEET_DATABASE__HOST is not a setting",
     ),
+    "secret as environment variables": (
+        lambda d: _container(d, "api")["envFrom"].append(
+            {"secretRef": {"name": "ctafleet-secrets"}}
+        ),
+        "Deployment api container api: Secret ctafleet-secrets as environment variables",
+    ),
+    "secret key as an environment variable": (
+        lambda d: _container(d, "worker")["env"].append(
+            {
+                "name": "CTAFLEET_REDIS__URL",
+                "valueFrom": {"secretKeyRef": {"name": "ctafleet-secrets", "key": "r"}},
+            }
+        ),
+        "Deployment worker container worker: CTAFLEET_REDIS__URL from a Secret as an environment",
+    ),
+    "secrets directory not mounted": (
+        lambda d: _container(d, "mqtt")["volumeMounts"].pop(),
+        "Deployment mqtt container mqtt: CTAFLEET_SECRETS_DIR /run/secrets/ctafleet is not a "
+        "mounted Secret",
+    ),
+    "secret file named after no setting": (
+        lambda d: pod_spec(one(d, "CronJob", "ctafleet-backup"))["volumes"][0]["projected"][
+            "sources"
+        ][0]["secret"]["items"][0].update({"path": "CTAFLEET_DATABASE_URL"}),
+        "CronJob ctafleet-backup container backup: the Secret's file CTAFLEET_DATABASE_URL is not "
+        "a setting",
+    ),
     "configmap key that is not a setting": (
         lambda d: one(d, "ConfigMap", prefix="ctafleet-config")["data"].update(
             {"CTAFLEET_OBSERVABILITY__LOGLEVEL": "INFO"}

@@ -31,7 +31,7 @@ from typer.testing import CliRunner, Result
 from ctafleet.db.migrate import upgrade
 from ctafleet.ops.backup.cli import backup_app
 from tests.conftest import PgServer, asyncpg_url, service_unavailable
-from tests.ops.conftest import free_port
+from tests.kit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 AZURITE_BIN = ROOT / ".tools" / "azurite" / "node_modules" / ".bin" / "azurite-blob"

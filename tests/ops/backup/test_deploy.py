@@ -75,9 +75,20 @@ def test_cronjob_schedule_and_hardening() -> None:
         assert {"cpu", "memory"} <= set(container["resources"]["requests"])
         assert {"cpu", "memory"} <= set(container["resources"]["limits"])
         env = {e["name"]: e for e in container["env"]}
+        # The credentials are files of the Secret, named by the variables they set.
+        directory = env["CTAFLEET_SECRETS_DIR"]["value"]
+        mount = next(m for m in container["volumeMounts"] if m["mountPath"] == directory)
+        assert mount["readOnly"] is True
+        volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+        files = {
+            item["path"]: (source["secret"]["name"], source["secret"].get("optional", False))
+            for source in volume["projected"]["sources"]
+            for item in source["secret"]["items"]
+        }
         for secret in ("CTAFLEET_DATABASE__URL", "CTAFLEET_STORAGE__AZURE_CONNECTION_STRING"):
-            assert env[secret]["valueFrom"]["secretKeyRef"]["name"] == "ctafleet-backup"
-        assert not any("IDENTITY" in name for name in env)  # no private key in the cluster
+            assert files[secret] == ("ctafleet-backup", False)
+            assert secret not in env
+        assert not any("IDENTITY" in name for name in [*env, *files])  # no private key here
         for item in container["env"]:
             assert "value" not in item or "://" not in item["value"] or "@" not in item["value"]
 

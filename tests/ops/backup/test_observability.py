@@ -16,8 +16,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ctafleet.observability.metrics import REGISTRY
 from tests.conftest import service_unavailable
+from tests.kit.net import free_port
 from tests.ops.backup.conftest import AgeKey, local_cli, stop, wait_listening
-from tests.ops.conftest import Mailbox, Webhook, free_port
+from tests.ops.conftest import Mailbox, Webhook
 
 
 @pytest.fixture

@@ -41,6 +41,7 @@ import pytest
 from ctafleet.ops.dr.pgbackrest import parse_config
 from ctafleet.ops.dr.proc import DrError, OsUser, find_pg_bin
 from tests.conftest import service_unavailable
+from tests.kit.net import free_port
 
 ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE = ROOT / "deploy" / "pgbackrest" / "pgbackrest.conf"
@@ -53,12 +54,6 @@ AZURITE_KEY = (
     "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
 )
 REPO_NUMBER = {"azure": 1, "posix": 2}  # as numbered in the template
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(predicate: Any, timeout: float, what: str, interval: float = 0.1) -> Any:
