@@ -196,7 +196,7 @@ async def writer_stage(args: argparse.Namespace, env: dict[str, str]) -> dict[st
     owner = env["CTAFLEET_DATABASE__ADMIN_URL"].replace("postgresql+asyncpg", "postgresql")
     conn = await asyncpg.connect(owner)
     devices = await conn.fetch("SELECT id, tenant_id, vehicle_id, unique_id FROM devices")
-    in_batch, _ = runtime.stages(settings, None)
+    in_batch = runtime.stages(settings, None).in_batch
     per_env = 100  # points per envelope: a device's JSON batch
     start = datetime.now(UTC) - timedelta(days=20)
     window = [0]

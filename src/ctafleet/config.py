@@ -234,6 +234,14 @@ class TelemetrySettings(BaseModel):
         description="A worker's hold on a shard lasts this long unless renewed: the shards of a "
         "worker that died pass to the others after at most this time.",
     )
+    offline_sweep_s: float = Field(
+        60.0,
+        ge=0,
+        le=3600,
+        description="How often the worker holding shard 0 looks for devices silent longer "
+        "than their rules allow (15 minutes by default) and reports them device_offline while "
+        "they still are; 0: never (the event then comes only with the next point).",
+    )
     in_process_worker: bool = Field(
         True,
         description="Without Redis, the API process drains its in-process queue itself. With "

@@ -53,6 +53,9 @@ def make_settings(backend: Backend, data_dir: Path, **overrides: Any) -> Setting
             "api_rate_limit": "100000/minute",
         },
         "observability": {"log_json": True, "log_level": "WARNING"},
+        # The clock is frozen and shared: a test that wants the offline sweep calls it
+        # (`Worker.sweep`), so it never reports another test's devices in between.
+        "telemetry": {"offline_sweep_s": 0},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(values.get(key), dict):

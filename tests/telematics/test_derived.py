@@ -5,7 +5,7 @@ same whatever order the points arrive in."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,15 +15,15 @@ import pytest_asyncio
 from sqlalchemy import select
 
 from ctafleet.telematics.derive import Event, Rules
-from ctafleet.telematics.derived import DeriveStage, default_rules
-from ctafleet.telematics.ingest.writer import WriteResult
+from ctafleet.telematics.derive.rules import DefaultRules
+from ctafleet.telematics.derived import DeriveStage
 from ctafleet.telematics.models import DeviceDeriveState, StopRow, TelemetryEvent, TripRow
 from ctafleet.telematics.points import Point
 from tests.kit.app import Api, TenantUsers
 from tests.kit.factories import new_vehicle
 from tests.kit.problems import assert_problem
 from tests.telematics.derive.kit import Drive
-from tests.telematics.ingest.kit import device, drain
+from tests.telematics.ingest.kit import after_commit_spy, device, drain
 
 pytestmark = pytest.mark.asyncio
 
@@ -92,35 +92,27 @@ async def fleet(api: Api, stage: DeriveStage) -> AsyncIterator[TenantUsers]:
     """A tenant whose vehicles have a speed limit (the rules hook), and which hears what the
     after-commit stages are handed."""
     t = await api.tenant(roles=["admin"])
+    before = stage.rules_for
 
-    def rules(tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules:
-        if tenant_id == t.id:
-            return Rules(speed_limit_mps=LIMIT_MPS)
-        return default_rules(tenant_id, vehicle_id)
+    class Limited(DefaultRules):
+        def __call__(self, tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules:
+            if tenant_id == t.id:
+                return Rules(speed_limit_mps=LIMIT_MPS)
+            return before(tenant_id, vehicle_id)
 
-    stage.rules_for = rules
+    stage.rules_for = Limited()
     try:
         yield t
     finally:
-        stage.rules_for = default_rules
+        stage.rules_for = before
 
 
-@pytest_asyncio.fixture
-async def published(api: Api) -> AsyncIterator[list[Event]]:
+@pytest.fixture
+def published(api: Api) -> Iterator[list[Event]]:
     """The events handed to the after-commit stages (live feed, notifications)."""
-    worker = api.app.state.ctafleet.telemetry.worker
     seen: list[Event] = []
-
-    async def capture(result: WriteResult) -> None:
-        for events in result.events.values():
-            seen.extend(events)
-
-    original = worker.after_commit
-    worker.after_commit = (*original, capture)
-    try:
+    with after_commit_spy(api, lambda r: seen.extend(e for ev in r.events.values() for e in ev)):
         yield seen
-    finally:
-        worker.after_commit = original
 
 
 async def send(api: Api, credential: str, points: Sequence[Point]) -> None:

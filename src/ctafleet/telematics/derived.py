@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -35,6 +35,7 @@ from ctafleet.telematics.derive import (
     Trip,
     advance,
 )
+from ctafleet.telematics.derive.rules import DefaultRules, RulesSource
 from ctafleet.telematics.geofences.models import GeofenceRow
 from ctafleet.telematics.geofences.service import engine_geofence
 from ctafleet.telematics.ingest.writer import WriteResult
@@ -56,10 +57,6 @@ _events = cast(Table, TelemetryEvent.__table__)
 _positions = cast(Table, Position.__table__)
 _geofences = cast(Table, GeofenceRow.__table__)
 
-# The thresholds of a device's vehicle: (tenant id, vehicle id or None) -> Rules. The hook
-# for per-tenant and per-vehicle rules; until they exist, the defaults.
-RulesFor = Callable[[uuid.UUID, uuid.UUID | None], Rules]
-_DEFAULT_RULES = Rules()
 # Positions read per query during a replay (the engine continues across pages).
 REPLAY_PAGE = 5000
 # Tenants whose geofences are kept in memory at most (least recently used go first).
@@ -67,10 +64,6 @@ GEOFENCE_CACHE_TENANTS = 1000
 
 
 _UNSET = uuid.UUID(int=0)
-
-
-def default_rules(tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules:
-    return _DEFAULT_RULES
 
 
 def _dt(t: float) -> datetime:
@@ -159,8 +152,8 @@ class GeofenceCache:
 class DeriveStage:
     """The in-batch stage (`runtime.stages` puts it after `tracking.apply`)."""
 
-    def __init__(self, *, rules_for: RulesFor = default_rules) -> None:
-        self.rules_for = rules_for
+    def __init__(self, *, rules_for: RulesSource | None = None) -> None:
+        self.rules_for: RulesSource = rules_for or DefaultRules()
         self.geofences = GeofenceCache()
 
     async def __call__(self, session: AsyncSession, result: WriteResult, now: datetime) -> None:
@@ -197,10 +190,13 @@ class DeriveStage:
             out.odometer_m = round(out.state.odometer_m) - round(odometer)
             out.engine_s = round(out.state.engine_s) - round(engine)
             derived.append(out)
-        await _write(session, derived, now)
+        new_keys = await _write(session, derived, now)
         for out in derived:
-            if out.fresh:
-                result.events[out.device_id] = list(out.fresh)
+            # Only events stored now are passed on: the offline sweep may have reported the
+            # device_offline that ends a silence before its next point derived it again.
+            fresh = [e for e in out.fresh if (out.device_id, e.key) in new_keys]
+            if fresh:
+                result.events[out.device_id] = fresh
         log.debug(
             "derived",
             devices=len(derived),
@@ -353,7 +349,10 @@ async def _forget_events(
     return {row[0] for row in result}
 
 
-async def _write(session: AsyncSession, derived: list[_Derived], now: datetime) -> None:
+async def _write(
+    session: AsyncSession, derived: list[_Derived], now: datetime
+) -> set[tuple[uuid.UUID, str]]:
+    """Writes what was derived; the (device, key) of each event stored for the first time."""
     dialect = (await session.connection()).dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     trips, stops, events, states = [], [], [], []
@@ -412,16 +411,25 @@ async def _write(session: AsyncSession, derived: list[_Derived], now: datetime) 
     for table, rows, keys in (
         (_trips, trips, ["device_id", "start_time"]),
         (_stops, stops, ["device_id", "start_time"]),
-        (_events, events, ["device_id", "key"]),
     ):
         if rows:
             stmt = insert(table).on_conflict_do_nothing(index_elements=keys)
             await session.execute(stmt, rows)
+    stored: set[tuple[uuid.UUID, str]] = set()
+    if events:
+        stmt = insert(_events).on_conflict_do_nothing(index_elements=["device_id", "key"])
+        returned = await session.execute(stmt.returning(_events.c.device_id, _events.c.key), events)
+        stored = {(row[0], row[1]) for row in returned}
     upsert = insert(_states)
     upsert = upsert.on_conflict_do_update(
         index_elements=[_states.c.device_id],
-        set_={"state": upsert.excluded.state, "updated_at": upsert.excluded.updated_at},
+        set_={
+            "state": upsert.excluded.state,
+            "updated_at": upsert.excluded.updated_at,
+            "offline_at": None,  # a point came: the next silence is reported again
+        },
     )
     await session.execute(upsert, states)
     if meters:
         await add_telemetry_meters(session=session, increments=meters)
+    return stored

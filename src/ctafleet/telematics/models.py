@@ -148,6 +148,8 @@ class DeviceDeriveState(TenantMixin, Base):
     )
     state: Mapped[dict[str, Any]] = mapped_column(Attributes)
     updated_at: Mapped[datetime]
+    # Set by the offline sweep once it reported the device silent; cleared by its next point.
+    offline_at: Mapped[datetime | None] = mapped_column(default=None)
 
 
 class TripRow(IdMixin, TenantMixin, Base):

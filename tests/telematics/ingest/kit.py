@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from sqlalchemy import select
 
+from ctafleet.telematics.ingest.writer import WriteResult
 from ctafleet.telematics.models import LastPosition, Position
 from tests.kit.app import Api, TenantUsers
 from tests.kit.factories import new_device
@@ -44,3 +47,20 @@ async def positions(api: Api, device_id: str) -> list[Position]:
 async def last_position(api: Api, device_id: str) -> LastPosition | None:
     async with api.db.system_session() as session:
         return await session.get(LastPosition, uuid.UUID(device_id))
+
+
+@contextlib.contextmanager
+def after_commit_spy(api: Api, capture: Callable[[WriteResult], None]) -> Iterator[None]:
+    """`capture` sees every result the in-process worker hands its after-commit stages (the
+    live feed, notifications) while the block runs: committed batches and offline sweeps."""
+    worker = api.app.state.ctafleet.telemetry.worker
+
+    async def stage(result: WriteResult) -> None:
+        capture(result)
+
+    original = worker.after_commit
+    worker.after_commit = (*original, stage)
+    try:
+        yield
+    finally:
+        worker.after_commit = original

@@ -8,7 +8,9 @@ are the tenant's concern).
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, fields
+from typing import Protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,3 +71,27 @@ class Rules:
                     raise ValueError(f"rules: {f.name} must not be negative")
             elif value <= 0:
                 raise ValueError(f"rules: {f.name} must be positive, not {value!r}")
+
+
+class RulesSource(Protocol):
+    """The rules a device's points are derived with, by its tenant and vehicle; and the
+    shortest silence any of them calls offline (the offline sweep's first filter)."""
+
+    def __call__(self, tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules: ...
+
+    @property
+    def min_offline_after_s(self) -> float: ...
+
+
+class DefaultRules:
+    """The same `Rules()` for every vehicle."""
+
+    def __init__(self, rules: Rules | None = None) -> None:
+        self.rules = rules or Rules()
+
+    def __call__(self, tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules:
+        return self.rules
+
+    @property
+    def min_offline_after_s(self) -> float:
+        return self.rules.offline_after_s

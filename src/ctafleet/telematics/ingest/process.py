@@ -32,7 +32,7 @@ def worker_id() -> str:
 
 def build(settings: Any, *, redis: Any, db: Database, clock: Clock, name: str) -> Worker:
     t = settings.telemetry
-    in_batch, after_commit = stages(settings, redis)
+    parts = stages(settings, redis)
     return Worker(
         db=db,
         queue=make_queue(settings, redis),
@@ -45,8 +45,9 @@ def build(settings: Any, *, redis: Any, db: Database, clock: Clock, name: str) -
             ttl_s=t.lease_ttl_s,
         ),
         batch_entries=t.worker_batch_entries,
-        in_batch=in_batch,
-        after_commit=after_commit,
+        in_batch=parts.in_batch,
+        after_commit=parts.after_commit,
+        offline_sweep=parts.offline_sweep,
     )
 
 

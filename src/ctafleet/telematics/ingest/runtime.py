@@ -16,6 +16,7 @@ from ctafleet.telematics.ingest.osmand_http import OsmAndIngest
 from ctafleet.telematics.ingest.queue import MemoryQueue, RedisQueue, TelemetryQueue
 from ctafleet.telematics.ingest.worker import AfterCommit, InBatch, Worker
 from ctafleet.telematics.live import LiveHub, LivePublisher
+from ctafleet.telematics.offline import OfflineSweep
 
 
 @dataclass
@@ -42,16 +43,25 @@ def make_live(settings: Any, redis: Any) -> LiveHub:
     return LiveHub(redis=redis, prefix=t.queue_prefix, queue_size=t.live_client_queue)
 
 
-def stages(
-    settings: Any, redis: Any, live: LiveHub | None = None
-) -> tuple[list[InBatch], list[AfterCommit]]:
-    """What every worker does with a batch beyond storing it (see `worker`), in order.
+@dataclass
+class Stages:
+    """What every worker does beyond storing a batch (see `worker`), in order, and its
+    periodic offline sweep, which derives with the same rules."""
 
-    `live`: the hub the batches are published to (this process's own without Redis; with
+    in_batch: list[InBatch]
+    after_commit: list[AfterCommit]
+    offline_sweep: OfflineSweep
+
+
+def stages(settings: Any, redis: Any, live: LiveHub | None = None) -> Stages:
+    """`live`: the hub the batches are published to (this process's own without Redis; with
     Redis, one that publishes to Redis is made)."""
-    in_batch: list[InBatch] = [tracking.apply, DeriveStage()]
-    after_commit: list[AfterCommit] = [LivePublisher(live or make_live(settings, redis))]
-    return in_batch, after_commit
+    derive = DeriveStage()
+    return Stages(
+        in_batch=[tracking.apply, derive],
+        after_commit=[LivePublisher(live or make_live(settings, redis))],
+        offline_sweep=OfflineSweep(derive.rules_for, every_s=settings.telemetry.offline_sweep_s),
+    )
 
 
 def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
@@ -60,14 +70,15 @@ def build(settings: Any, db: Database, clock: Clock, redis: Any) -> Telemetry:
     live = make_live(settings, redis)
     worker = None
     if redis is None and settings.telemetry.in_process_worker:
-        in_batch, after_commit = stages(settings, redis, live)
+        parts = stages(settings, redis, live)
         worker = Worker(
             db=db,
             queue=queue,
             clock=clock,
             batch_entries=settings.telemetry.worker_batch_entries,
-            in_batch=in_batch,
-            after_commit=after_commit,
+            in_batch=parts.in_batch,
+            after_commit=parts.after_commit,
+            offline_sweep=parts.offline_sweep,
         )
     return Telemetry(
         queue=queue,

@@ -59,6 +59,15 @@ class AfterCommit(Protocol):
     async def __call__(self, result: WriteResult) -> None: ...
 
 
+class Periodic(Protocol):
+    """A job the worker runs every `every_s` between batches, in its own transaction (the
+    offline sweep); what it returns goes to the after-commit stages like a batch's result."""
+
+    every_s: float
+
+    async def __call__(self, session: AsyncSession, now: datetime) -> WriteResult: ...
+
+
 @dataclass
 class BatchOutcome:
     entries: int
@@ -79,6 +88,7 @@ class Worker:
         tick_s: float = 2.0,
         in_batch: Sequence[InBatch] = (tracking.apply,),
         after_commit: Sequence[AfterCommit] = (),
+        offline_sweep: Periodic | None = None,
     ) -> None:
         self.db = db
         self.queue = queue
@@ -92,6 +102,8 @@ class Worker:
         self.in_batch = tuple(in_batch)
         self.after_commit = tuple(after_commit)
         self._partitions_at = float("-inf")
+        self.offline_sweep = offline_sweep
+        self._swept_at = float("-inf")
 
     async def _deliveries(self) -> list[Delivery]:
         if self.leases.acquired:
@@ -114,6 +126,13 @@ class Worker:
             async with self.db.system_session() as session, session.begin():
                 await writer.ensure_partitions_ahead(session, self.clock.now())
             self._partitions_at = time.monotonic()
+        if (
+            self.offline_sweep is not None
+            and self.offline_sweep.every_s > 0
+            and 0 in self.leases.owned  # one worker sweeps: the one holding shard 0
+            and time.monotonic() - self._swept_at >= self.offline_sweep.every_s
+        ):
+            await self.sweep()
         deliveries = await self._deliveries()
         if not deliveries:
             return BatchOutcome(0, 0, 0)
@@ -126,11 +145,7 @@ class Worker:
                 await stage(session, result, now)
         INGEST_WRITE.observe(time.perf_counter() - started)
         await self.queue.ack(deliveries)
-        for after in self.after_commit:
-            try:
-                await after(result)
-            except Exception as exc:  # the batch is committed: a side feed never undoes it
-                log.warning("after_commit_failed", stage=repr(after), error=type(exc).__name__)
+        await self._after_commit(result)
         committed = self.clock.now()
         points = sum(len(e.points) for e in envelopes)
         INGEST_BATCH_SIZE.observe(points)
@@ -138,6 +153,24 @@ class Worker:
             INGEST_LAG.observe(max(0.0, (committed - env.received_at).total_seconds()))
         self.batches += 1
         return BatchOutcome(len(deliveries), points, result.stored)
+
+    async def sweep(self) -> WriteResult:
+        """The periodic job now (`run_once` calls it when due): committed, then handed to
+        the after-commit stages."""
+        if self.offline_sweep is None:
+            return WriteResult()
+        self._swept_at = time.monotonic()
+        async with self.db.system_session() as session, session.begin():
+            swept = await self.offline_sweep(session, self.clock.now())
+        await self._after_commit(swept)
+        return swept
+
+    async def _after_commit(self, result: WriteResult) -> None:
+        for after in self.after_commit:
+            try:
+                await after(result)
+            except Exception as exc:  # the batch is committed: a side feed never undoes it
+                log.warning("after_commit_failed", stage=repr(after), error=type(exc).__name__)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Until `stop` is set; a failing batch is retried with a growing pause (at most 5 s)."""

@@ -1,0 +1,121 @@
+"""The offline sweep: device_offline for the devices that went silent, while they still are.
+
+The derive stage sees a silence only when it ends (the next point makes device_offline and
+device_online). A fleet manager wants to know while the tracker is silent, so a worker (the
+one holding shard 0, every `telemetry.offline_sweep_s`) looks for devices whose last message
+of any kind, heartbeats included, is older than their rules' `offline_after_s`, and stores the
+same event the engine would derive later (`derive.offline`: same key, so it is stored once
+and passed on once). `device_states.offline_at` marks a device reported: it is not looked at
+again until its next point clears the mark.
+
+Cost: one query over `last_positions` joined to `device_states` per sweep (no index on
+`last_message_at`, which every message rewrites), at most `SWEEP_MAX` devices reported each.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+from typing import cast
+
+import structlog
+from sqlalchemy import Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from ctafleet.telematics.derive import DeviceState, Event, offline
+from ctafleet.telematics.derive.rules import RulesSource
+from ctafleet.telematics.ingest.writer import Contact, WriteResult
+from ctafleet.telematics.models import DeviceDeriveState, LastPosition, TelemetryEvent
+
+log = structlog.get_logger("ctafleet.offline")
+
+SWEEP_EVERY_S = 60.0  # the default of telemetry.offline_sweep_s
+# Devices looked at per sweep at most; the rest wait for the next sweep (oldest silence first).
+SWEEP_MAX = 5000
+
+_states = cast(Table, DeviceDeriveState.__table__)
+_last = cast(Table, LastPosition.__table__)
+_events = cast(Table, TelemetryEvent.__table__)
+
+
+async def sweep(
+    session: AsyncSession,
+    *,
+    now: datetime,
+    rules_for: RulesSource,
+    limit: int = SWEEP_MAX,
+) -> WriteResult:
+    """Stores device_offline for every silent device not yet reported; what it stored, as a
+    batch's result for the after-commit stages (the live feed)."""
+    s, lp = _states.c, _last.c
+    cutoff = now - timedelta(seconds=rules_for.min_offline_after_s)
+    rows = (
+        await session.execute(
+            select(s.device_id, s.tenant_id, s.state, lp.vehicle_id, lp.last_message_at)
+            .join(_last, lp.device_id == s.device_id)
+            .where(s.offline_at.is_(None), lp.last_message_at < cutoff)
+            .order_by(lp.last_message_at)
+            .limit(limit)
+        )
+    ).all()
+    found: dict[uuid.UUID, tuple[Contact, Event]] = {}
+    for device_id, tenant_id, data, vehicle_id, last_message_at in rows:
+        rules = rules_for(tenant_id, vehicle_id)
+        if (now - last_message_at).total_seconds() < rules.offline_after_s:
+            continue  # a tenant that allows a longer silence
+        try:
+            state = DeviceState.from_json(data)
+        except ValueError:
+            continue  # unreadable: the next point starts the device afresh (derived.py)
+        # The engine's own event (keyed by the last point's time), so the point that ends the
+        # silence derives the same one, which is then not stored or passed on again.
+        events = offline(state, now=now, rules=rules)
+        if events:
+            found[device_id] = (Contact(tenant_id, vehicle_id, last_message_at), events[0])
+    result = WriteResult()
+    if not found:
+        return result
+    dialect = (await session.connection()).dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    rows_out = [
+        {
+            "id": uuid.uuid4(),
+            "tenant_id": contact.tenant_id,
+            "device_id": device_id,
+            "vehicle_id": contact.vehicle_id,
+            "type": event.type,
+            "time": event.time,
+            "lat": event.lat,
+            "lon": event.lon,
+            "limit": event.limit,
+            "key": event.key,
+        }
+        for device_id, (contact, event) in found.items()
+    ]
+    stmt = insert(_events).on_conflict_do_nothing(index_elements=["device_id", "key"])
+    stored = {
+        row[0] for row in await session.execute(stmt.returning(_events.c.device_id), rows_out)
+    }
+    await session.execute(
+        update(_states).where(s.device_id.in_(list(found))).values(offline_at=now)
+    )
+    for device_id in stored:
+        contact, event = found[device_id]
+        result.contacts[device_id] = contact
+        result.events[device_id] = [event]
+    if stored:
+        log.info("devices_offline", devices=len(stored))
+    return result
+
+
+class OfflineSweep:
+    """The worker's periodic job (see `Worker`): `sweep` with the derive stage's rules, every
+    `every_s` (0: only when called)."""
+
+    def __init__(self, rules_for: RulesSource, *, every_s: float = SWEEP_EVERY_S) -> None:
+        self.rules_for = rules_for
+        self.every_s = every_s
+
+    async def __call__(self, session: AsyncSession, now: datetime) -> WriteResult:
+        return await sweep(session, now=now, rules_for=self.rules_for)
