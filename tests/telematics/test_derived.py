@@ -342,3 +342,24 @@ async def test_trips_events_and_the_track_are_read_through_the_api(
     assert_problem(await api.client.get(url, headers=other.headers()), 404, "not-found")
     monkeypatch.setattr(history, "MAX_TRACK_POINTS", 10)
     assert_problem(await api.client.get(url, headers=h), 422, "track-too-long")
+
+
+async def test_a_tenants_own_thresholds_apply_from_its_next_batch(api: Api) -> None:
+    """Set through the telemetry policy, read by the worker: no hook, no restart."""
+    strict = await api.tenant(roles=["admin"])
+    lenient = await api.tenant(roles=["admin"])
+    r = await api.client.patch(
+        "/api/v1/telemetry/policy",
+        json={"rules": {"speed_limit_mps": LIMIT_MPS}},
+        headers=strict.headers(),
+    )
+    assert r.status_code == 200, r.text
+    types = {}
+    for t in (strict, lenient):
+        dev = await device(api, t)
+        await send(api, dev["credential"], day(api).track.points)
+        types[t.id] = [
+            e["type"] for e in (await derived(api, dev["id"], dev["unique_id"]))["events"]
+        ]
+    assert types[strict.id].count("overspeed") == 1
+    assert "overspeed" not in types[lenient.id]

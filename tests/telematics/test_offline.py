@@ -146,3 +146,23 @@ async def test_a_device_that_never_sent_a_point_is_not_swept(api: Api, tenant: T
     await report(api, d, fix=False)  # contact, but nothing derived from it yet
     api.clock.advance(OFFLINE_AFTER_S * 2)
     assert uuid.UUID(d["id"]) not in (await sweep(api)).events
+
+
+async def test_a_tenant_that_allows_less_silence_hears_of_it_sooner(
+    api: Api, tenant: TenantUsers
+) -> None:
+    quick = await api.tenant(roles=["admin"])
+    r = await api.client.patch(
+        "/api/v1/telemetry/policy",
+        json={"rules": {"offline_after_s": 300}},
+        headers=quick.headers(),
+    )
+    assert r.status_code == 200, r.text
+    mine_, other = await device(api, quick), await device(api, tenant)
+    await report(api, mine_)
+    await report(api, other)
+    api.clock.advance(301)
+    swept = (await sweep(api)).events
+    assert [e.type for e in swept[uuid.UUID(mine_["id"])]] == ["device_offline"]
+    assert swept[uuid.UUID(mine_["id"])][0].limit == 300
+    assert uuid.UUID(other["id"]) not in swept  # the default 15 minutes

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ctafleet.observability.metrics import INGEST_POINTS
+from ctafleet.telematics.derive.rules import TENANT_TUNABLE, Rules
+from ctafleet.telematics.schemas import DeriveRulesUpdate
 from tests.kit.app import Api, TenantUsers
 from tests.kit.factories import audit_events
 from tests.telematics.ingest.kit import OSMAND, device, drain, positions
@@ -31,6 +33,7 @@ async def test_a_new_tenant_has_the_default_policy_at_version_0(api: Api) -> Non
     assert r.json() == {
         "retention_days": api.settings.telemetry.retention_days,
         "ingest_key_prefix": None,
+        "rules": Rules().tunable(),
         "version": 0,
     }
     assert r.headers["etag"] == '"v0"'
@@ -167,3 +170,57 @@ async def test_a_new_or_revoked_key_stops_the_old_one_within_the_cache_time(api:
     await drain(api)
     actions = [e["action"] for e in await audit_events(api, t, "telemetry_settings", t.id)]
     assert actions == ["create", "new_ingest_key", "new_ingest_key", "revoke_ingest_key"]
+
+
+# --- the tenant's derivation thresholds ------------------------------------------------------
+
+
+async def test_the_api_offers_exactly_the_thresholds_a_tenant_may_set() -> None:
+    assert tuple(DeriveRulesUpdate.model_fields) == TENANT_TUNABLE
+
+
+async def test_thresholds_are_set_with_if_match_reset_with_null_and_audited(api: Api) -> None:
+    t = await _own_tenant(api)
+    etag = (await api.client.get(POLICY, headers=t.headers())).headers["etag"]
+    change = {"rules": {"speed_limit_mps": 25, "offline_after_s": 1800}}
+    r = await api.client.patch(POLICY, json=change, headers={**t.headers(), "If-Match": etag})
+    assert r.status_code == 200, r.text
+    expected = {**Rules().tunable(), "speed_limit_mps": 25.0, "offline_after_s": 1800.0}
+    assert r.json()["rules"] == expected
+    assert r.json()["retention_days"] == api.settings.telemetry.retention_days  # untouched
+    # A field left out stays; null returns one to its default.
+    r = await api.client.patch(
+        POLICY, json={"rules": {"speed_limit_mps": None, "idle_min_s": 600}}, headers=t.headers()
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["rules"] == {**expected, "speed_limit_mps": None, "idle_min_s": 600.0}
+    got = await api.client.get(POLICY, headers=t.headers("viewer"))
+    assert got.json()["rules"] == r.json()["rules"]
+    events = await audit_events(api, t, "telemetry_settings", t.id)
+    assert [e["action"] for e in events] == ["create", "update", "update"]
+    assert events[-1]["changes"]["rules"] == {
+        "before": {"speed_limit_mps": 25, "offline_after_s": 1800},
+        "after": {"offline_after_s": 1800, "idle_min_s": 600},
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"rules": {"min_stop_s": 10}}, "min_stop_s"),  # a trip would end at every light
+        ({"rules": {"harsh_brake_mps2": 2}}, "harsh_brake_mps2"),  # braking is negative
+        ({"rules": {"offline_after_s": "soon"}}, "offline_after_s"),
+        ({"rules": {"max_plausible_speed_mps": 200}}, "max_plausible_speed_mps"),  # not a fleet's
+        ({}, None),
+    ],
+)
+async def test_bad_thresholds_are_a_422_and_change_nothing(
+    api: Api, body: dict[str, object], field: str | None
+) -> None:
+    t = await _own_tenant(api)
+    before = (await api.client.get(POLICY, headers=t.headers())).json()
+    r = await api.client.patch(POLICY, json=body, headers=t.headers())
+    assert r.status_code == 422, r.text
+    if field is not None:
+        assert field in r.text
+    assert (await api.client.get(POLICY, headers=t.headers())).json() == before

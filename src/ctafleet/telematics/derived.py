@@ -162,7 +162,9 @@ class DeriveStage:
             return
         started = time.perf_counter()
         stored = await _load_states(session, devices)
-        sets = await self.geofences.sets(session, {result.contacts[d].tenant_id for d in devices})
+        tenants = {result.contacts[d].tenant_id for d in devices}
+        await self.rules_for.refresh(session, tenants)
+        sets = await self.geofences.sets(session, tenants)
         derived: list[_Derived] = []
         for device_id in devices:
             contact = result.contacts[device_id]

@@ -17,6 +17,7 @@ from ctafleet.db.base import (
     sort_indexes,
     utcnow,
 )
+from ctafleet.telematics.derive.rules import tenant_rules
 
 # Attributes are stored as JSONB on PostgreSQL (compact, queryable), JSON text elsewhere.
 Attributes = JSON().with_variant(JSONB(), "postgresql")
@@ -61,7 +62,14 @@ class TelemetrySettings(VersionedMixin, TenantMixin, Base):
     retention_days: Mapped[int] = mapped_column(Integer, default=365)
     ingest_key_hash: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     ingest_key_prefix: Mapped[str | None] = mapped_column(String(12), default=None)
+    # The tenant's own derivation thresholds (`Rules` field -> value); None: the defaults.
+    rules: Mapped[dict[str, Any] | None] = mapped_column(Attributes, default=None)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def effective_rules(self) -> dict[str, Any]:
+        """The tunable thresholds in effect: the tenant's, else the defaults."""
+        return tenant_rules(self.rules).tunable()
 
     @property
     def id(self) -> uuid.UUID:

@@ -49,6 +49,7 @@ async def sweep(
     """Stores device_offline for every silent device not yet reported; what it stored, as a
     batch's result for the after-commit stages (the live feed)."""
     s, lp = _states.c, _last.c
+    await rules_for.refresh(session, None)
     cutoff = now - timedelta(seconds=rules_for.min_offline_after_s)
     rows = (
         await session.execute(

@@ -316,7 +316,7 @@ async def get_policy(
 @telemetry_router.patch(
     "/telemetry/policy",
     response_model=TelemetryPolicyRead,
-    summary="Set how long positions are kept",
+    summary="Set how long positions are kept and the thresholds of trips and events",
 )
 async def update_policy(
     body: TelemetryPolicyUpdate,
@@ -329,6 +329,7 @@ async def update_policy(
         session=ctx.session,
         actor=ctx.actor,
         retention_days=body.retention_days,
+        rules=body.rules.model_dump(exclude_unset=True) if body.rules is not None else None,
         default_retention_days=get_state(request).settings.telemetry.retention_days,
         if_match=if_match,
     )

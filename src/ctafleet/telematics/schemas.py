@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, create_model
 
 from ctafleet.kernel.schemas import ReadModel, Strict
 
@@ -122,16 +122,73 @@ class BatchAccepted(ReadModel):
     rejected: list[RejectedPoint]
 
 
+class DeriveRulesUpdate(Strict):
+    """A tenant's own thresholds for trips, stops and events (SI units); a field left out
+    stays as it is, `null` returns it to the default."""
+
+    min_stop_s: float | None = Field(
+        None, ge=30, le=86400, description="Stationary this long ends a trip (300)."
+    )
+    min_trip_distance_m: float | None = Field(
+        None, ge=0, le=100000, description="Shorter trips are dropped as GPS drift (200)."
+    )
+    max_accuracy_m: float | None = Field(
+        None, ge=5, le=10000, description="Fixes reported less accurate are ignored (100)."
+    )
+    speed_limit_mps: float | None = Field(
+        None, gt=0, le=100, description="The fleet's own speed limit (none: geofences only)."
+    )
+    overspeed_min_s: float | None = Field(
+        None, ge=1, le=3600, description="Above a limit this long makes overspeed (10)."
+    )
+    idle_min_s: float | None = Field(
+        None, ge=30, le=86400, description="Ignition on, not moving, this long: idle (300)."
+    )
+    harsh_accel_mps2: float | None = Field(
+        None, ge=0.5, le=20, description="Speed gained per second that is harsh (3.0)."
+    )
+    harsh_brake_mps2: float | None = Field(
+        None, ge=-20, le=-0.5, description="Speed lost per second that is harsh (-3.5)."
+    )
+    low_battery_pct: float | None = Field(
+        None, gt=0, lt=100, description="Below this the device's battery is low (20)."
+    )
+    offline_after_s: float | None = Field(
+        None, ge=60, le=7 * 86400, description="Silent this long: device_offline (900)."
+    )
+    dwell_s: float | None = Field(
+        None, ge=10, le=7 * 86400, description="Inside a geofence this long: dwell (600)."
+    )
+
+
+# The same fields as read: each with the value in effect (the tenant's, else the default).
+DeriveRulesRead = create_model(  # type: ignore[call-overload]
+    "DeriveRulesRead",
+    __base__=ReadModel,
+    **{
+        name: (float | None, Field(description=f.description))
+        for name, f in (DeriveRulesUpdate.model_fields.items())
+    },
+)
+
+
 class TelemetryPolicyRead(ReadModel):
     retention_days: int = Field(description="Positions older than this are deleted.")
     ingest_key_prefix: str | None = Field(
         description="First characters of the tenant ingest key, if there is one."
     )
+    rules: DeriveRulesRead = Field(
+        validation_alias="effective_rules",
+        description="The thresholds the tenant's data is derived with.",
+    )
     version: int
 
 
 class TelemetryPolicyUpdate(Strict):
-    retention_days: int = Field(ge=1, le=36500)
+    retention_days: int | None = Field(None, ge=1, le=36500)
+    rules: DeriveRulesUpdate | None = Field(
+        None, description="Changes to the derivation thresholds; they apply from the next batch."
+    )
 
 
 class IngestKey(ReadModel):

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, fields
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +57,10 @@ class Rules:
     # Inside one geofence this long makes one dwell event (a geofence may set its own).
     dwell_s: float = 600.0
 
+    def tunable(self) -> dict[str, float | None]:
+        """The thresholds a tenant may set (`TENANT_TUNABLE`), with their values here."""
+        return {name: getattr(self, name) for name in TENANT_TUNABLE}
+
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
@@ -73,14 +78,42 @@ class Rules:
                 raise ValueError(f"rules: {f.name} must be positive, not {value!r}")
 
 
+# What a tenant's telemetry policy may change (the API's `rules`); the rest are properties of
+# GPS and road vehicles, not of a fleet.
+TENANT_TUNABLE = (
+    "min_stop_s",
+    "min_trip_distance_m",
+    "max_accuracy_m",
+    "speed_limit_mps",
+    "overspeed_min_s",
+    "idle_min_s",
+    "harsh_accel_mps2",
+    "harsh_brake_mps2",
+    "low_battery_pct",
+    "offline_after_s",
+    "dwell_s",
+)
+
+
+def tenant_rules(overrides: dict[str, object] | None) -> Rules:
+    """The defaults with a tenant's stored thresholds on top; keys it may not set (or that a
+    later version added) are ignored. ValueError for values `Rules` refuses."""
+    chosen = {k: v for k, v in (overrides or {}).items() if k in TENANT_TUNABLE}
+    return Rules(**chosen)  # type: ignore[arg-type]
+
+
 class RulesSource(Protocol):
     """The rules a device's points are derived with, by its tenant and vehicle; and the
-    shortest silence any of them calls offline (the offline sweep's first filter)."""
+    shortest silence any of them calls offline (the offline sweep's first filter). The
+    worker's is `telematics.policy.TenantRules`, which reads the tenants' policies."""
 
     def __call__(self, tenant_id: uuid.UUID, vehicle_id: uuid.UUID | None) -> Rules: ...
 
     @property
     def min_offline_after_s(self) -> float: ...
+
+    async def refresh(self, session: Any, tenants: Iterable[uuid.UUID] | None) -> None:
+        """Brings the rules of `tenants` (None: of all) up to date before they are asked."""
 
 
 class DefaultRules:
@@ -95,3 +128,6 @@ class DefaultRules:
     @property
     def min_offline_after_s(self) -> float:
         return self.rules.offline_after_s
+
+    async def refresh(self, session: Any, tenants: Iterable[uuid.UUID] | None) -> None:
+        return None

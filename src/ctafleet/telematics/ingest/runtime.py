@@ -17,6 +17,7 @@ from ctafleet.telematics.ingest.queue import MemoryQueue, RedisQueue, TelemetryQ
 from ctafleet.telematics.ingest.worker import AfterCommit, InBatch, Worker
 from ctafleet.telematics.live import LiveHub, LivePublisher
 from ctafleet.telematics.offline import OfflineSweep
+from ctafleet.telematics.policy import TenantRules
 
 
 @dataclass
@@ -56,7 +57,7 @@ class Stages:
 def stages(settings: Any, redis: Any, live: LiveHub | None = None) -> Stages:
     """`live`: the hub the batches are published to (this process's own without Redis; with
     Redis, one that publishes to Redis is made)."""
-    derive = DeriveStage()
+    derive = DeriveStage(rules_for=TenantRules())
     return Stages(
         in_batch=[tracking.apply, derive],
         after_commit=[LivePublisher(live or make_live(settings, redis))],
