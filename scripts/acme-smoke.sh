@@ -138,6 +138,8 @@ served_chain() { # FILE: the chain nginx serves for the domain, as PEM
 }
 serial() { openssl x509 -noout -serial -in "$1" | cut -d= -f2; }
 served_serial() { served_chain "$D/probe.pem" && serial "$D/probe.pem"; }
+# A function, so wait_until asks nginx again on every try (arguments are expanded only once).
+serving() { [ "$(served_serial)" = "$1" ]; }
 lineage_serial() { serial "$D/certbot/config/live/$domain/cert.pem"; }
 
 check_edge() { # LABEL: what a client of the edge gets, against pebble's root
@@ -169,7 +171,7 @@ check_edge() { # LABEL: what a client of the edge gets, against pebble's root
   --deploy-hook "$D/deploy-hook.sh" >"$D/logs/certbot-issue.log" 2>&1 ||
   fail "certbot certonly: $(tail -n 5 "$D/logs/certbot-issue.log")"
 curl -fsS --cacert "$D/pebble/api.pem" https://127.0.0.1:15000/roots/0 >"$D/out/pebble-root.pem"
-wait_until 100 test "$(served_serial)" = "$(lineage_serial)" || fail "the issued certificate is not served"
+wait_until 100 serving "$(lineage_serial)" || fail "the issued certificate is not served"
 issued=$(lineage_serial)
 check_edge issued
 validations() { grep -c '"path":"/.well-known/acme-challenge/[^"]*".*"status":200' "$D/logs/edge.out" || true; }
@@ -182,7 +184,7 @@ say "issued $domain, serial $issued, served by the edge"
   >"$D/logs/certbot-renew.log" 2>&1 || fail "certbot renew: $(tail -n 5 "$D/logs/certbot-renew.log")"
 renewed=$(lineage_serial)
 [ "$renewed" != "$issued" ] || fail "certbot renew did not produce a new certificate"
-wait_until 100 test "$(served_serial)" = "$renewed" || fail "the renewal was not deployed (no reload?)"
+wait_until 100 serving "$renewed" || fail "the renewal was not deployed (no reload?)"
 check_edge renewed
 
 # 6. The HTTP port: the renewal's challenge came through it too; the rest is redirected.

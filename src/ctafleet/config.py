@@ -254,7 +254,14 @@ class MqttSettings(BaseModel):
         "mqtt://127.0.0.1:1883",
         description="Broker the MQTT bridge (`ctafleet mqtt`) subscribes to: "
         "`mqtt://[user:password@]host[:port]`, or `mqtts://` for TLS (port 8883 by default, "
-        "the system's CA certificates).",
+        "the broker's certificate verified against `CTAFLEET_MQTT__CA_FILE` or the system's "
+        "CA certificates).",
+    )
+    ca_file: Path | None = Field(
+        None,
+        description="PEM file of the certificate authorities an `mqtts://` broker's certificate "
+        "must chain to (a private CA); empty: the system's CA certificates. The host name is "
+        "always checked.",
     )
     client_id: str = Field(
         "ctafleet-bridge",

@@ -9,7 +9,9 @@ other's messages."""
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,7 +21,8 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,11 @@ import orjson
 import pytest
 import pytest_asyncio
 import structlog
+import structlog.testing
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from typer.testing import CliRunner
 
 from ctafleet.cli import app as cli_app
@@ -37,7 +45,9 @@ from ctafleet.telematics.ingest.mqtt_bridge import MqttBridge
 from ctafleet.telematics.ingest.worker import Worker
 from ctafleet.telematics.mqtt_url import parse_broker_url
 from ctafleet.telematics.points import Point
+from tests.conftest import service_unavailable
 from tests.kit.app import Api, Backend, own_app
+from tests.kit.net import free_listen_port, stop_process, wait_listening
 from tests.telematics.ingest.kit import device, positions
 
 SHARDS = 4
@@ -112,7 +122,7 @@ async def _bridge(api: Api, **config: Any) -> AsyncIterator[MqttBridge]:
 class Publisher:
     """A device side: paho publishing at QoS 1, each publish waited for (broker's PUBACK)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, ca_file: Path | None = None) -> None:
         from paho.mqtt.client import Client
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -120,6 +130,8 @@ class Publisher:
         self.client = Client(CallbackAPIVersion.VERSION2, client_id=f"test-pub-{uuid.uuid4().hex}")
         if broker.username:
             self.client.username_pw_set(broker.username, broker.password)
+        if broker.tls:
+            self.client.tls_set(ca_certs=str(ca_file))
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
 
@@ -576,3 +588,127 @@ def test_a_broker_url_that_is_no_mqtt_url_is_a_settings_error(tmp_path: Path) ->
     )
     assert result.exit_code == 2
     assert "CTAFLEET_MQTT__URL" in result.output
+
+
+# --- mqtts:// ------------------------------------------------------------------------------
+
+
+def _certificate(
+    subject: str, key: ec.EllipticCurvePrivateKey, issuer: tuple[x509.Name, Any] | None = None
+) -> x509.Certificate:
+    """A CA certificate (no issuer) or a server certificate for 127.0.0.1 it signs."""
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.now(UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0] if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+    )
+    if issuer is None:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
+        return builder.sign(key, hashes.SHA256())
+    builder = builder.add_extension(
+        x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+    )
+    return builder.sign(issuer[1], hashes.SHA256())
+
+
+def _pem(path: Path, *items: x509.Certificate | ec.EllipticCurvePrivateKey) -> Path:
+    out = b""
+    for item in items:
+        if isinstance(item, x509.Certificate):
+            out += item.public_bytes(serialization.Encoding.PEM)
+        else:
+            out += item.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+    path.write_bytes(out)
+    return path
+
+
+@dataclass
+class TlsBroker:
+    url: str
+    ca_file: Path  # the CA that signed the broker's certificate
+    other_ca_file: Path  # a CA that did not
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[TlsBroker]:
+    """A Mosquitto of the test's own with only a TLS listener, its certificate from a private
+    CA made here."""
+    mosquitto = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(mosquitto).exists():
+        service_unavailable("mosquitto is not installed (the mqtts:// tests)")
+    ca_key, other_key, server_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _certificate("CTAFleet test CA", ca_key)
+    ca_file = _pem(tmp_path / "ca.pem", ca)
+    other_ca_file = _pem(tmp_path / "other-ca.pem", _certificate("Another CA", other_key))
+    cert = _pem(tmp_path / "server.pem", _certificate("broker", server_key, (ca.subject, ca_key)))
+    key = _pem(tmp_path / "server.key", server_key)
+    port = free_listen_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(
+        f"listener {port} 127.0.0.1\n"
+        f"cafile {ca_file}\ncertfile {cert}\nkeyfile {key}\n"
+        "allow_anonymous true\npersistence false\nlog_dest stderr\n"
+        "user root\n"  # started as root here: keep it, so it reads the test's 0600 files
+    )
+    log = (tmp_path / "mosquitto.log").open("wb")
+    process = subprocess.Popen([mosquitto, "-c", str(conf)], stdout=log, stderr=log)
+    try:
+        wait_listening(port, process)
+        yield TlsBroker(f"mqtts://127.0.0.1:{port}", ca_file, other_ca_file)
+    finally:
+        stop_process(process)
+        log.close()
+
+
+async def test_an_mqtts_broker_with_a_private_ca_is_verified_and_used(
+    app: Api, tls_broker: TlsBroker
+) -> None:
+    tenant = await app.tenant(roles=["admin"])
+    d = await device(app, tenant)
+    publisher = Publisher(tls_broker.url, tls_broker.ca_file)
+    try:
+        async with _bridge(app, url=tls_broker.url, ca_file=tls_broker.ca_file) as bridge:
+            await publisher.publish(_topic(app, d["unique_id"]), _message(d, _track(app, 2)))
+            await _until(lambda: bridge.counts.accepted == 1, "the message over TLS")
+    finally:
+        publisher.close()
+    assert await _drain(app) == 2
+
+
+async def test_an_mqtts_broker_whose_certificate_does_not_verify_is_never_used(
+    app: Api, tls_broker: TlsBroker
+) -> None:
+    """No fallback to an unverified connection: the bridge keeps trying, never subscribes,
+    and says why."""
+    telemetry = app.app.state.ctafleet.telemetry
+    config = app.settings.mqtt.model_copy(
+        update={"url": tls_broker.url, "ca_file": tls_broker.other_ca_file}
+    )
+    bridge = MqttBridge(
+        config=config,
+        auth=telemetry.auth,
+        queue=telemetry.queue,
+        clock=app.clock,
+        max_points=app.settings.telemetry.max_batch_points,
+        max_bytes=app.settings.http.max_body_bytes,
+    )
+    stop = asyncio.Event()
+    with structlog.testing.capture_logs() as logs:
+        task = asyncio.create_task(bridge.run(stop))
+        await asyncio.sleep(3)
+        assert not bridge.subscribed.is_set()
+        assert not task.done()  # still trying, as for a broker that is down
+        stop.set()
+        async with asyncio.timeout(10):
+            await task
+    assert any(e["event"] == "mqtt_connect_failed" for e in logs), logs
