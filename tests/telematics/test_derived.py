@@ -363,3 +363,21 @@ async def test_a_tenants_own_thresholds_apply_from_its_next_batch(api: Api) -> N
         ]
     assert types[strict.id].count("overspeed") == 1
     assert "overspeed" not in types[lenient.id]
+
+
+async def test_two_devices_in_one_vehicle_move_its_odometer_once(
+    api: Api, fleet: TenantUsers
+) -> None:
+    """A hardwired tracker and the driver's phone report the same drive: the vehicle's
+    meters follow the device that feeds them, the other's distance is derived but not added."""
+    vehicle = await new_vehicle(api, fleet, odometer_m=1000)
+    tracker = await device(api, fleet, vehicle_id=vehicle["id"])
+    phone = await device(api, fleet, vehicle_id=vehicle["id"])
+    assert (tracker["feeds_meters"], phone["feeds_meters"]) == (True, False)
+    track = day(api).track
+    await send(api, tracker["credential"], track.points)
+    await send(api, phone["credential"], track.points)
+    driven = (await derived(api, phone["id"], phone["unique_id"]))["state"]["odometer_m"]
+    assert driven == pytest.approx(track.truth_m, rel=0.01)  # the phone's own distance
+    after = await _vehicle(api, fleet, vehicle["id"])
+    assert after["odometer_m"] - 1000 == pytest.approx(track.truth_m, rel=0.01)  # once

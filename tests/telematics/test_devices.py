@@ -14,7 +14,7 @@ from sqlalchemy import select
 from ctafleet.telematics import service
 from ctafleet.telematics.models import Device
 from tests.kit.app import Api, TenantUsers
-from tests.kit.factories import audit_events, new_vehicle
+from tests.kit.factories import audit_events, new_device, new_vehicle
 from tests.kit.problems import assert_problem
 
 DV = "/api/v1/devices"
@@ -246,3 +246,50 @@ async def test_permissions_and_validation(api: Api) -> None:
         assert_problem(r, 422, "validation-error")
     r = await api.client.get(DV, params={"protocol": "teltonika"}, headers=t.headers())
     assert_problem(r, 422, "validation-error")
+
+
+# --- which device feeds the vehicle's meters ---------------------------------------------------
+
+
+async def test_one_device_per_vehicle_feeds_its_meters(api: Api, tenant: TenantUsers) -> None:
+    vehicle = await new_vehicle(api, tenant)
+    tracker = await new_device(api, tenant, vehicle_id=vehicle["id"])
+    phone = await new_device(api, tenant, vehicle_id=vehicle["id"])
+    assert (tracker["feeds_meters"], phone["feeds_meters"]) == (True, False)
+    # Two feeders would count every kilometre twice.
+    r = await api.client.patch(
+        f"{DV}/{phone['id']}", json={"feeds_meters": True}, headers=tenant.headers()
+    )
+    assert_problem(r, 409, "meters-fed-by-another-device")
+    assert tracker["unique_id"] in r.json()["detail"]
+    r = await api.client.post(
+        DV,
+        json={
+            "unique_id": f"imei-{uuid.uuid4().hex[:12]}",
+            "vehicle_id": vehicle["id"],
+            "feeds_meters": True,
+        },
+        headers=tenant.headers(),
+    )
+    assert_problem(r, 409, "meters-fed-by-another-device")
+    assert (
+        await api.client.get(f"/api/v1/devices/{phone['id']}", headers=tenant.headers())
+    ).json()["feeds_meters"] is False
+    # Handing over: the tracker stops, then the phone may.
+    for device, feeds in ((tracker, False), (phone, True)):
+        r = await api.client.patch(
+            f"/api/v1/devices/{device['id']}",
+            json={"feeds_meters": feeds},
+            headers=tenant.headers(),
+        )
+        assert r.status_code == 200, r.text
+        assert r.json()["feeds_meters"] is feeds
+    # Moved to a vehicle of its own, the tracker feeds that one's meters again.
+    other = await new_vehicle(api, tenant)
+    r = await api.client.patch(
+        f"/api/v1/devices/{tracker['id']}",
+        json={"vehicle_id": other["id"]},
+        headers=tenant.headers(),
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["feeds_meters"] is True

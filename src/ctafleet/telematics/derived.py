@@ -40,6 +40,7 @@ from ctafleet.telematics.geofences.models import GeofenceRow
 from ctafleet.telematics.geofences.service import engine_geofence
 from ctafleet.telematics.ingest.writer import WriteResult
 from ctafleet.telematics.models import (
+    Device,
     DeviceDeriveState,
     Position,
     StopRow,
@@ -84,9 +85,10 @@ class _Derived:
     events: list[Event] = field(default_factory=list)
     # Events to pass on (a replay re-derives events already passed on: those are left out).
     fresh: list[Event] = field(default_factory=list)
-    # Whole metres and seconds the vehicle's meters move by.
+    # Whole metres and seconds the vehicle's meters move by, if this device feeds them.
     odometer_m: int = 0
     engine_s: int = 0
+    feeds_meters: bool = True
 
 
 class GeofenceCache:
@@ -164,6 +166,11 @@ class DeriveStage:
         stored = await _load_states(session, devices)
         tenants = {result.contacts[d].tenant_id for d in devices}
         await self.rules_for.refresh(session, tenants)
+        silent_meters = set(
+            await session.scalars(
+                select(Device.id).where(Device.id.in_(devices), Device.feeds_meters.is_(False))
+            )
+        )
         sets = await self.geofences.sets(session, tenants)
         derived: list[_Derived] = []
         for device_id in devices:
@@ -191,6 +198,7 @@ class DeriveStage:
             odometer, engine = (before.odometer_m, before.engine_s) if before else (0.0, 0.0)
             out.odometer_m = round(out.state.odometer_m) - round(odometer)
             out.engine_s = round(out.state.engine_s) - round(engine)
+            out.feeds_meters = device_id not in silent_meters
             derived.append(out)
         new_keys = await _write(session, derived, now)
         for out in derived:
@@ -405,7 +413,7 @@ async def _write(
                 }
             )
         states.append({**head, "state": out.state.to_json(), "updated_at": now})
-        if out.vehicle_id is not None:
+        if out.vehicle_id is not None and out.feeds_meters:
             key = (out.tenant_id, out.vehicle_id)
             m, s = meters.get(key, (0, 0))
             meters[key] = (m + max(0, out.odometer_m), s + max(0, out.engine_s))

@@ -4,7 +4,17 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    true,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -47,6 +57,9 @@ class Device(IdMixin, TimestampMixin, VersionedMixin, TenantMixin, Base):
     # A legacy tracker that cannot carry a credential may send by its id alone, through the
     # tenant's ingest key (see TelemetrySettings); off unless set per device.
     allow_id_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Whether its distance and ignition time move the vehicle's meters: one device per vehicle
+    # does (a tracker and a driver's phone in one vehicle would otherwise count twice).
+    feeds_meters: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     last_seen_at: Mapped[datetime | None] = mapped_column(default=None)
 
 

@@ -26,6 +26,12 @@ class DeviceCreate(Strict):
         description="A legacy tracker that cannot carry a credential may send by its id alone "
         "through the tenant ingest key.",
     )
+    feeds_meters: bool | None = Field(
+        None,
+        description="Whether its distance and ignition time move the vehicle's odometer and "
+        "engine hours; one device per vehicle does. Default: yes if no other device of the "
+        "vehicle does.",
+    )
 
 
 class DeviceUpdate(Strict):
@@ -34,6 +40,7 @@ class DeviceUpdate(Strict):
     vehicle_id: uuid.UUID | None = None
     is_active: bool | None = None
     allow_id_only: bool | None = None
+    feeds_meters: bool | None = None
 
 
 class DeviceRead(ReadModel):
@@ -44,6 +51,7 @@ class DeviceRead(ReadModel):
     vehicle_id: uuid.UUID | None
     is_active: bool
     allow_id_only: bool
+    feeds_meters: bool
     credential_prefix: str = Field(
         description="First characters of the credential, to tell it apart."
     )

@@ -53,23 +53,57 @@ async def _unique(session: AsyncSession, unique_id: str, exclude: uuid.UUID | No
         raise Conflict("duplicate-device", f"a device with id {unique_id} is already registered")
 
 
+async def _feeds_meters(
+    session: AsyncSession,
+    actor: Actor,
+    vehicle_id: uuid.UUID | None,
+    wanted: bool | None,
+    device_id: uuid.UUID | None = None,
+) -> bool:
+    """Whether a device bound to `vehicle_id` feeds its meters: as `wanted`, or (None) if no
+    other device of the vehicle does. Two feeding devices would count every kilometre twice:
+    wanting it while another feeds is a 409. The vehicle is locked, so bindings made at once
+    choose one after the other."""
+    if vehicle_id is None:
+        return True if wanted is None else wanted
+    vehicle = await get_vehicle(session=session, actor=actor, vehicle_id=vehicle_id)
+    if wanted is False:
+        return False
+    await toolkit.lock(session, vehicle)
+    stmt = select(Device.unique_id).where(
+        Device.vehicle_id == vehicle_id, Device.feeds_meters.is_(True)
+    )
+    if device_id is not None:
+        stmt = stmt.where(Device.id != device_id)
+    other = (await session.scalars(stmt)).first()
+    if other is None:
+        return True
+    if wanted:
+        raise Conflict(
+            "meters-fed-by-another-device",
+            f"device {other} already feeds this vehicle's meters: set its feeds_meters to "
+            "false first",
+        )
+    return False
+
+
 async def create_device(
     *, session: AsyncSession, actor: Actor, data: DeviceCreate
 ) -> tuple[Device, str]:
     """A new device and its credential (the only time the credential is known)."""
-    if data.vehicle_id is not None:
-        await get_vehicle(session=session, actor=actor, vehicle_id=data.vehicle_id)
 
     async def recheck() -> None:
         await _unique(session, data.unique_id)
 
     await recheck()
+    feeds = await _feeds_meters(session, actor, data.vehicle_id, data.feeds_meters)
     secret, hashed, prefix = new_credential()
     device = Device(
         credential_hash=hashed,
         credential_prefix=prefix,
         credential_rotated_at=actor.now(),
-        **data.model_dump(),
+        feeds_meters=feeds,
+        **data.model_dump(exclude={"feeds_meters"}),
     )
     await toolkit.create(session, actor, device, entity=ENTITY, recheck=recheck)
     return device, secret
@@ -92,8 +126,14 @@ async def update_device(
     for key, value in changes.items():
         if value is None and key != "vehicle_id":
             raise Invalid(key, f"{key} cannot be null")
-    if changes.get("vehicle_id") is not None:
-        await get_vehicle(session=session, actor=actor, vehicle_id=changes["vehicle_id"])
+    if "vehicle_id" in changes or "feeds_meters" in changes:
+        changes["feeds_meters"] = await _feeds_meters(
+            session,
+            actor,
+            changes.get("vehicle_id", device.vehicle_id),
+            changes.get("feeds_meters"),  # rebinding without it: chosen again
+            device.id,
+        )
     await toolkit.lock(session, device)
     return await toolkit.update(session, actor, device, changes, entity=ENTITY, if_match=if_match)
 
