@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from ctafleet.telematics import offline
 from ctafleet.telematics.derive import Rules
 from ctafleet.telematics.ingest.writer import WriteResult
 from ctafleet.telematics.models import DeviceDeriveState, TelemetryEvent
@@ -166,3 +167,35 @@ async def test_a_tenant_that_allows_less_silence_hears_of_it_sooner(
     assert [e.type for e in swept[uuid.UUID(mine_["id"])]] == ["device_offline"]
     assert swept[uuid.UUID(mine_["id"])][0].limit == 300
     assert uuid.UUID(other["id"]) not in swept  # the default 15 minutes
+
+
+async def test_devices_a_tenant_allows_to_stay_silent_never_hold_up_the_others(
+    api: Api, tenant: TenantUsers
+) -> None:
+    """Each sweep reports at most `limit` devices, the longest silences first, among those
+    due: a tenant's devices still within its week of allowed silence are not in the way."""
+    lenient = await api.tenant(roles=["admin"])
+    r = await api.client.patch(
+        "/api/v1/telemetry/policy",
+        json={"rules": {"offline_after_s": 7 * 86400}},
+        headers=lenient.headers(),
+    )
+    assert r.status_code == 200, r.text
+    parked = [await device(api, lenient) for _ in range(3)]
+    strict = await device(api, tenant)
+    for d in parked:
+        await report(api, d)
+    api.clock.advance(86400)  # a day later the strict tenant's device goes quiet
+    await report(api, strict)
+    api.clock.advance(OFFLINE_AFTER_S + 1)
+    worker = api.app.state.ctafleet.telemetry.worker
+    for _ in range(1000):  # other tests' silent devices may come first: one per sweep
+        async with api.db.system_session() as session, session.begin():
+            swept = await offline.sweep(
+                session, now=api.clock.now(), rules_for=worker.offline_sweep.rules_for, limit=1
+            )
+        assert not {uuid.UUID(d["id"]) for d in parked} & set(swept.events)
+        if uuid.UUID(strict["id"]) in swept.events:
+            break
+    else:
+        pytest.fail("the strict tenant's device was never reported")

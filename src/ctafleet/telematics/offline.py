@@ -8,8 +8,9 @@ same event the engine would derive later (`derive.offline`: same key, so it is s
 and passed on once). `device_states.offline_at` marks a device reported: it is not looked at
 again until its next point clears the mark.
 
-Cost: one query over `last_positions` joined to `device_states` per sweep (no index on
-`last_message_at`, which every message rewrites), at most `SWEEP_MAX` devices reported each.
+Cost per sweep: one query over `last_positions` joined to `device_states` returning the small
+columns of the devices silent past the shortest limit (no index on `last_message_at`, which
+every message rewrites), then the states of at most `SWEEP_MAX` due devices.
 """
 
 from __future__ import annotations
@@ -51,29 +52,48 @@ async def sweep(
     s, lp = _states.c, _last.c
     await rules_for.refresh(session, None)
     cutoff = now - timedelta(seconds=rules_for.min_offline_after_s)
-    rows = (
+    # First the small columns of every device silent past the shortest limit, then each one's
+    # own limit: a tenant that allows days of silence never holds up the others' reports.
+    silent = (
         await session.execute(
-            select(s.device_id, s.tenant_id, s.state, lp.vehicle_id, lp.last_message_at)
+            select(s.device_id, s.tenant_id, lp.vehicle_id, lp.last_message_at)
             .join(_last, lp.device_id == s.device_id)
             .where(s.offline_at.is_(None), lp.last_message_at < cutoff)
-            .order_by(lp.last_message_at)
-            .limit(limit)
         )
     ).all()
+    due = sorted(
+        (
+            row
+            for row in silent
+            if (now - row[3]).total_seconds() >= rules_for(row[1], row[2]).offline_after_s
+        ),
+        key=lambda row: row[3],
+    )[:limit]  # the longest silences first; the rest at the next sweep
+    if not due:
+        return WriteResult()
+    states = dict(
+        (
+            await session.execute(
+                select(s.device_id, s.state).where(s.device_id.in_([row[0] for row in due]))
+            )
+        ).all()
+    )
     found: dict[uuid.UUID, tuple[Contact, Event]] = {}
-    for device_id, tenant_id, data, vehicle_id, last_message_at in rows:
-        rules = rules_for(tenant_id, vehicle_id)
-        if (now - last_message_at).total_seconds() < rules.offline_after_s:
-            continue  # a tenant that allows a longer silence
+    marked: list[uuid.UUID] = []
+    for device_id, tenant_id, vehicle_id, last_message_at in due:
         try:
-            state = DeviceState.from_json(data)
-        except ValueError:
-            continue  # unreadable: the next point starts the device afresh (derived.py)
+            state = DeviceState.from_json(states[device_id])
+        except (KeyError, ValueError):
+            marked.append(device_id)  # unreadable: its next point starts it afresh (derived.py)
+            continue
         # The engine's own event (keyed by the last point's time), so the point that ends the
         # silence derives the same one, which is then not stored or passed on again.
-        events = offline(state, now=now, rules=rules)
+        events = offline(state, now=now, rules=rules_for(tenant_id, vehicle_id))
         if events:
             found[device_id] = (Contact(tenant_id, vehicle_id, last_message_at), events[0])
+            marked.append(device_id)
+    if marked:
+        await session.execute(update(_states).where(s.device_id.in_(marked)).values(offline_at=now))
     result = WriteResult()
     if not found:
         return result
@@ -98,9 +118,6 @@ async def sweep(
     stored = {
         row[0] for row in await session.execute(stmt.returning(_events.c.device_id), rows_out)
     }
-    await session.execute(
-        update(_states).where(s.device_id.in_(list(found))).values(offline_at=now)
-    )
     for device_id in stored:
         contact, event = found[device_id]
         result.contacts[device_id] = contact
