@@ -106,8 +106,20 @@ def simulate(
         ),
     ] = 1.0,
     mqtt_url: Annotated[
-        str, typer.Option(help="The MQTT broker, mqtt://[user:password@]host[:port].")
+        str,
+        typer.Option(
+            help="The MQTT broker, mqtt://[user:password@]host[:port], or mqtts:// for TLS."
+        ),
     ] = "mqtt://127.0.0.1:1883",
+    mqtt_ca_file: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True,
+            dir_okay=False,
+            help="mqtts://: PEM file of the CA the broker's certificate chains to (default: "
+            "the system's CA certificates).",
+        ),
+    ] = None,
     batch: Annotated[
         int, typer.Option(min=1, help="json and mqtt: most fixes of a device per message.")
     ] = 10,
@@ -136,6 +148,7 @@ def simulate(
         centre=(lat, lon),
         radius_m=radius,
         mqtt_url=mqtt_url,
+        mqtt_ca_file=mqtt_ca_file,
         batch=batch,
         concurrency=concurrency,
         report_every_s=report_every,

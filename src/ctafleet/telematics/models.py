@@ -130,7 +130,7 @@ class Position(TenantMixin, Base):
 
 
 class LastPosition(TenantMixin, Base):
-    """Each device's newest fix and the running state its derived data continues from."""
+    """Each device's newest fix and its last contact of any kind."""
 
     __tablename__ = "last_positions"
 
@@ -150,6 +150,9 @@ class LastPosition(TenantMixin, Base):
     ignition: Mapped[bool | None] = mapped_column(Boolean, default=None)
     # The vehicle's odometer as telemetry knows it (the device's own, else GPS distance).
     odometer_m: Mapped[float | None] = mapped_column(Float(53), default=None)
+    # Unused since the derive state moved to device_states, and no longer written: the
+    # release after this one drops it (a contract migration), once no running process of an
+    # earlier release copies it.
     derive_state: Mapped[dict[str, Any] | None] = mapped_column(Attributes, default=None)
     updated_at: Mapped[datetime]
 

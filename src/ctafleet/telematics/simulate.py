@@ -666,8 +666,9 @@ class MqttSender:
 
     name = "mqtt"
 
-    def __init__(self, *, url: str, max_batch: int = 10) -> None:
+    def __init__(self, *, url: str, max_batch: int = 10, ca_file: Path | None = None) -> None:
         self.max_batch = max_batch
+        self.ca_file = ca_file
         self._target = parse_mqtt_url(url)
         self._where = f"{self._target.host}:{self._target.port}"
         self._client: MqttClient | None = None
@@ -702,7 +703,7 @@ class MqttSender:
         if self._target.username is not None:
             client.username_pw_set(self._target.username, self._target.password)
         if self._target.tls:
-            client.tls_set()
+            client.tls_set(ca_certs=str(self.ca_file) if self.ca_file is not None else None)
         client.on_connect = on_connect
         client.on_publish = self._on_publish
         client.reconnect_delay_set(min_delay=1, max_delay=int(MAX_BACKOFF_S))
@@ -811,6 +812,7 @@ class Options:
     centre: tuple[float, float] = DEFAULT_CENTRE
     radius_m: float = DEFAULT_RADIUS_M
     mqtt_url: str = DEFAULT_MQTT_URL
+    mqtt_ca_file: Path | None = None  # mqtts://: the broker's CA (None: the system's)
     batch: int = 10  # json and mqtt: most fixes per request per device
     concurrency: int = 8
     report_every_s: float = 10.0  # 0: no progress lines, the summary only
@@ -1070,7 +1072,9 @@ async def open_sender(*, options: Options, client: httpx.AsyncClient | None = No
             max_batch=options.batch,
         )
     if options.protocol == "mqtt":
-        sender = MqttSender(url=options.mqtt_url, max_batch=options.batch)
+        sender = MqttSender(
+            url=options.mqtt_url, max_batch=options.batch, ca_file=options.mqtt_ca_file
+        )
         await sender.connect()
         return sender
     raise SimulationError(f"unknown protocol {options.protocol!r}: osmand, json or mqtt")

@@ -377,17 +377,28 @@ async def test_a_message_waits_unacknowledged_while_the_queue_is_full(
         assert len(await positions(api, d["id"])) == 3
 
 
+@pytest.mark.parametrize("transport", ["mqtt", "mqtts"])
 async def test_the_simulators_mqtt_sender_end_to_end(
     pg_backend: Backend,
     redis_url: str,
     queue_prefix: str,
     mqtt_url: str,
     tmp_path: Path,
+    transport: str,
+    request: pytest.FixtureRequest,
 ) -> None:
     from ctafleet.telematics.simulate import TOPIC_PREFIX, DeviceCredential, Options, simulate
 
+    ca_file = None
+    if transport == "mqtts":  # both sides verify the broker against the test's own CA
+        broker: TlsBroker = request.getfixturevalue("tls_broker")
+        mqtt_url, ca_file = broker.url, broker.ca_file
     # The simulator publishes under the default prefix; the devices are this test's own.
-    mqtt = {**_mqtt_settings(mqtt_url), "topic_prefix": TOPIC_PREFIX.rstrip("/")}
+    mqtt = {
+        **_mqtt_settings(mqtt_url),
+        "topic_prefix": TOPIC_PREFIX.rstrip("/"),
+        "ca_file": ca_file,
+    }
     async with _app(pg_backend, tmp_path, redis_url, queue_prefix, mqtt) as api:
         tenant = await api.tenant(roles=["admin"])
         devices = [await device(api, tenant) for _ in range(3)]
@@ -396,6 +407,7 @@ async def test_the_simulators_mqtt_sender_end_to_end(
                 options=Options(
                     protocol="mqtt",
                     mqtt_url=mqtt_url,
+                    mqtt_ca_file=ca_file,
                     rate=30,
                     duration_s=1.5,
                     batch=5,

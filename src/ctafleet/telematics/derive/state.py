@@ -1,7 +1,7 @@
 """The running state of one device's derived data: everything the next point depends on.
 
 `advance` reads only this and the new points, so a `DeviceState` stored after a batch (the
-worker keeps it in `last_positions.derive_state`) or after a trip (`Trip.state_after`)
+worker keeps it in `device_states`) or after a trip (`Trip.state_after`)
 continues exactly where it left off. Times are epoch seconds (a float holds a microsecond
 datetime exactly for millennia), positions degrees, distances metres; the JSON form is these
 same numbers, so a round trip through JSON changes nothing.

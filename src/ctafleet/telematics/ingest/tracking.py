@@ -75,7 +75,6 @@ def _next_row(
     for column in ("last_message_at", "fix_time", *_FIX_FIELDS, "battery_pct", "ignition"):
         row[column] = getattr(old, column) if old is not None else None
     row["odometer_m"] = old.odometer_m if old is not None else None
-    row["derive_state"] = old.derive_state if old is not None else None
     if row["last_message_at"] is None or row["last_message_at"] < contact.last_message_at:
         row["last_message_at"] = contact.last_message_at
     fix = _newest_fix(new_points.get(device_id, []))
