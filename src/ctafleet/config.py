@@ -257,8 +257,8 @@ class MqttSettings(BaseModel):
         "the broker's certificate verified against `CTAFLEET_MQTT__CA_FILE` or the system's "
         "CA certificates).",
     )
-    ca_file: Path | None = Field(
-        None,
+    ca_file: str = Field(
+        "",
         description="PEM file of the certificate authorities an `mqtts://` broker's certificate "
         "must chain to (a private CA); empty: the system's CA certificates. The host name is "
         "always checked.",

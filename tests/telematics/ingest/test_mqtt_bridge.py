@@ -397,7 +397,7 @@ async def test_the_simulators_mqtt_sender_end_to_end(
     mqtt = {
         **_mqtt_settings(mqtt_url),
         "topic_prefix": TOPIC_PREFIX.rstrip("/"),
-        "ca_file": ca_file,
+        "ca_file": str(ca_file or ""),
     }
     async with _app(pg_backend, tmp_path, redis_url, queue_prefix, mqtt) as api:
         tenant = await api.tenant(roles=["admin"])
@@ -689,7 +689,7 @@ async def test_an_mqtts_broker_with_a_private_ca_is_verified_and_used(
     d = await device(app, tenant)
     publisher = Publisher(tls_broker.url, tls_broker.ca_file)
     try:
-        async with _bridge(app, url=tls_broker.url, ca_file=tls_broker.ca_file) as bridge:
+        async with _bridge(app, url=tls_broker.url, ca_file=str(tls_broker.ca_file)) as bridge:
             await publisher.publish(_topic(app, d["unique_id"]), _message(d, _track(app, 2)))
             await _until(lambda: bridge.counts.accepted == 1, "the message over TLS")
     finally:
@@ -704,7 +704,7 @@ async def test_an_mqtts_broker_whose_certificate_does_not_verify_is_never_used(
     and says why."""
     telemetry = app.app.state.ctafleet.telemetry
     config = app.settings.mqtt.model_copy(
-        update={"url": tls_broker.url, "ca_file": tls_broker.other_ca_file}
+        update={"url": tls_broker.url, "ca_file": str(tls_broker.other_ca_file)}
     )
     bridge = MqttBridge(
         config=config,

@@ -328,8 +328,8 @@ class MqttBridge:
         if self.broker.username is not None:
             client.username_pw_set(self.broker.username, self.broker.password)
         if self.broker.tls:
-            ca = self.config.ca_file
-            client.tls_set(ca_certs=str(ca) if ca is not None else None)
+            ca = self.config.ca_file  # empty: the system's CA certificates
+            client.tls_set(ca_certs=str(ca) if ca else None)
         client.reconnect_delay_set(min_delay=RECONNECT_MIN_S, max_delay=RECONNECT_MAX_S)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
