@@ -3,9 +3,11 @@ while it still is, once, and the point that ends the silence does not report it 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from ctafleet.telematics import offline
 from ctafleet.telematics.derive import Rules
 from ctafleet.telematics.ingest.writer import WriteResult
 from ctafleet.telematics.models import DeviceDeriveState, TelemetryEvent
-from tests.kit.app import Api, TenantUsers
+from tests.kit.app import Api, Backend, TenantUsers, own_app
 from tests.kit.factories import new_vehicle
 from tests.telematics.ingest.kit import OSMAND, after_commit_spy, device, drain
 
@@ -199,3 +201,33 @@ async def test_devices_a_tenant_allows_to_stay_silent_never_hold_up_the_others(
             break
     else:
         pytest.fail("the strict tenant's device was never reported")
+
+
+async def test_the_worker_sweeps_on_its_own_every_offline_sweep_s(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """The setting's schedule (the shared test app turns it off): a sweep with the first
+    batch loop, none again until offline_sweep_s has passed."""
+    async with own_app(backend, tmp_path, telemetry={"offline_sweep_s": 1.0}) as own:
+        t = await own.tenant(roles=["admin"])
+        d = await device(own, t)
+        await report(own, d)
+        own.clock.advance(OFFLINE_AFTER_S + 1)
+        worker = own.app.state.ctafleet.telemetry.worker
+        sweeps: list[WriteResult] = []
+        original = worker.sweep
+
+        async def counted() -> WriteResult:
+            sweeps.append(await original())
+            return sweeps[-1]
+
+        worker.sweep = counted
+        worker.block_s = 0  # an empty queue answers at once
+        worker._swept_at = float("-inf")  # as a worker that just started
+        await worker.run_once()
+        await worker.run_once()
+        assert len(sweeps) == 1
+        assert [e.type for e in sweeps[0].events[uuid.UUID(d["id"])]] == ["device_offline"]
+        await asyncio.sleep(1.05)
+        await worker.run_once()
+        assert len(sweeps) == 2
