@@ -218,7 +218,12 @@ def test_the_compose_stack_comes_up_healthy_and_serves_through_the_edge(
 
     # The demo tenant, seeded by the image's CLI in one api replica.
     api = stack.container("api")
-    _names_resolve(api, "postgres", "redis", "mosquitto")
+    # Every process that serves or drains, not only the one the demo runs in: a CI run once
+    # had the second api replica answer 503 (its Redis unreachable) right after the first
+    # replica had resolved every name steadily.
+    for service, replicas in PROCESSES.items():
+        for n in range(1, replicas + 1):
+            _names_resolve(stack.container(service, n), "postgres", "redis", "mosquitto")
     podman("exec", api, "ctafleet", "demo", "--no-serve", "--vehicles", "3", timeout=120)
     users = json.loads(podman("exec", api, "cat", "/data/demo-credentials.json").stdout)
     devices = json.loads(podman("exec", api, "cat", "/data/demo-devices.json").stdout)
