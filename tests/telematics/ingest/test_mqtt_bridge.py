@@ -92,11 +92,10 @@ async def app(
         yield api
 
 
-@asynccontextmanager
-async def _bridge(api: Api, **config: Any) -> AsyncIterator[MqttBridge]:
-    """A bridge on the app's queue and authenticator, subscribed when this yields."""
+def _new_bridge(api: Api, **config: Any) -> MqttBridge:
+    """A bridge on the app's queue and authenticator, its settings changed by `config`."""
     telemetry = api.app.state.ctafleet.telemetry
-    bridge = MqttBridge(
+    return MqttBridge(
         config=api.settings.mqtt.model_copy(update=config),
         auth=telemetry.auth,
         queue=telemetry.queue,
@@ -104,6 +103,12 @@ async def _bridge(api: Api, **config: Any) -> AsyncIterator[MqttBridge]:
         max_points=api.settings.telemetry.max_batch_points,
         max_bytes=api.settings.http.max_body_bytes,
     )
+
+
+@asynccontextmanager
+async def _bridge(api: Api, **config: Any) -> AsyncIterator[MqttBridge]:
+    """`_new_bridge`, running and subscribed when this yields."""
+    bridge = _new_bridge(api, **config)
     stop = asyncio.Event()
     task = asyncio.create_task(bridge.run(stop))
     try:
@@ -702,18 +707,7 @@ async def test_an_mqtts_broker_whose_certificate_does_not_verify_is_never_used(
 ) -> None:
     """No fallback to an unverified connection: the bridge keeps trying, never subscribes,
     and says why."""
-    telemetry = app.app.state.ctafleet.telemetry
-    config = app.settings.mqtt.model_copy(
-        update={"url": tls_broker.url, "ca_file": str(tls_broker.other_ca_file)}
-    )
-    bridge = MqttBridge(
-        config=config,
-        auth=telemetry.auth,
-        queue=telemetry.queue,
-        clock=app.clock,
-        max_points=app.settings.telemetry.max_batch_points,
-        max_bytes=app.settings.http.max_body_bytes,
-    )
+    bridge = _new_bridge(app, url=tls_broker.url, ca_file=str(tls_broker.other_ca_file))
     stop = asyncio.Event()
     with structlog.testing.capture_logs() as logs:
         task = asyncio.create_task(bridge.run(stop))
